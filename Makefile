@@ -1,0 +1,103 @@
+# Build the C agent trio: bin/devopsAgent, bin/devopsDaemon, bin/upgrader.
+#
+#   make              build the three binaries (installs missing Debian packages first)
+#   make check        every test: unit (C), script lint, integration (pytest)
+#   make demo         main job: fake BK-CI server + daemon + agent run a real build
+#   make check-asan   the whole suite built with AddressSanitizer + UBSan
+#   make VERSION=v1.2.3   set the version printed by `devopsAgent version`
+
+VERSION    ?= v1.0.0
+GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
+BUILD ?= build
+BIN   ?= bin
+PYTHON ?= /usr/bin/python3
+
+CC ?= cc
+WARN = -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes -Werror
+OPT ?= -O2 -g
+SAN ?=
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) $(CFLAGS) \
+	-Icommon -I/usr/include/iniparser \
+	$(shell pkg-config --cflags libcurl libcjson libarchive libcrypto 2>/dev/null) \
+	-DAGENT_VERSION='"$(VERSION)"' -DAGENT_GIT_COMMIT='"$(GIT_COMMIT)"' \
+	-DAGENT_BUILD_TIME='"$(BUILD_TIME)"'
+LIBS = $(shell pkg-config --libs libcurl libcjson libarchive libcrypto 2>/dev/null) -liniparser
+LDFLAGS_ALL = $(SAN) $(LDFLAGS)
+
+COMMON_SRC   = $(wildcard common/*.c)
+AGENT_SRC    = $(wildcard agent/*.c)
+DAEMON_SRC   = $(wildcard daemon/*.c)
+UPGRADER_SRC = $(wildcard upgrader/*.c)
+UNIT_SRC     = $(wildcard tests/unit/test_*.c)
+
+COMMON_OBJ   = $(COMMON_SRC:%.c=$(BUILD)/%.o)
+AGENT_OBJ    = $(AGENT_SRC:%.c=$(BUILD)/%.o)
+DAEMON_OBJ   = $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+UPGRADER_OBJ = $(UPGRADER_SRC:%.c=$(BUILD)/%.o)
+UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
+# Agent objects minus main.o, linked into unit tests of agent modules.
+AGENT_LIB_OBJ = $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ))
+
+PROGS = $(BIN)/devopsAgent $(BIN)/devopsDaemon $(BIN)/upgrader
+
+all: $(PROGS)
+
+# A fresh Debian machine needs nothing else: install what is missing.
+$(BUILD)/.deps-ok: scripts/dev/install-deps.sh
+	@scripts/dev/install-deps.sh
+	@mkdir -p $(@D) && touch $@
+
+$(BUILD)/libcommon.a: $(COMMON_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/libagent.a: $(AGENT_LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c $(BUILD)/.deps-ok
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(BIN)/devopsAgent: $(BUILD)/agent/main.o $(BUILD)/libagent.a $(BUILD)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(BIN)/devopsDaemon: $(DAEMON_OBJ) $(BUILD)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(BIN)/upgrader: $(UPGRADER_OBJ) $(BUILD)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libagent.a $(BUILD)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Itests/unit -Iagent $(LDFLAGS_ALL) -o $@ $< \
+		$(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
+
+# Unit tests: every tests/unit/test_*.c is one program; the runner sums them.
+unit: $(UNIT_BIN)
+	@tests/unit/run.sh $(UNIT_BIN)
+
+lint:
+	@tests/lint.sh
+
+integration: all
+	AGENT_BIN_DIR=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+check: all unit lint integration
+
+check-asan:
+	$(MAKE) BUILD=build/asan BIN=build/asan/bin OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
+
+demo: all
+	$(PYTHON) tests/demo.py
+
+clean:
+	rm -rf build $(PROGS)
+
+.PHONY: all unit lint integration check check-asan demo clean
+
+-include $(COMMON_OBJ:.o=.d) $(AGENT_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UPGRADER_OBJ:.o=.d)

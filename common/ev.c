@@ -1,0 +1,261 @@
+/* ev.c - timers, fd watchers, self-pipe signals, curl multi in one poll. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ev.h"
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+#define EV_MAX_FDS	12
+#define EV_MAX_SIGS	8
+
+static struct timer *timers;
+static int sigpipe[2] = { -1, -1 };
+static volatile sig_atomic_t stopping;
+
+static struct {
+	int		 fd;
+	short		 events;
+	ev_fd_fn	 fn;
+	void		*arg;
+} fds[EV_MAX_FDS];
+static unsigned int nfds;
+
+static struct {
+	int		 signo;
+	ev_sig_fn	 fn;
+	void		*arg;
+} sigs[EV_MAX_SIGS];
+static unsigned int nsigs;
+
+/* Async-signal-safe: only write the number to the pipe. */
+static void
+sig_handler(int signo)
+{
+	int saved = errno;
+	unsigned char b = (unsigned char)signo;
+
+	(void)!write(sigpipe[1], &b, 1);
+	errno = saved;
+}
+
+int
+ev_init(void)
+{
+	int i;
+
+	if (sigpipe[0] != -1)
+		return 0;
+	if (pipe(sigpipe) == -1)
+		return -1;
+	for (i = 0; i < 2; i++) {
+		fcntl(sigpipe[i], F_SETFD, FD_CLOEXEC);
+		fcntl(sigpipe[i], F_SETFL, O_NONBLOCK);
+	}
+	return 0;
+}
+
+void
+timer_init(struct timer *t, const char *name, void (*fn)(void *), void *arg)
+{
+	memset(t, 0, sizeof(*t));
+	t->name = name;
+	t->fn = fn;
+	t->arg = arg;
+}
+
+void
+timer_cancel(struct timer *t)
+{
+	struct timer **pp;
+
+	if (!t->armed)
+		return;
+	for (pp = &timers; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	t->armed = 0;
+	t->next = NULL;
+}
+
+void
+timer_set(struct timer *t, int64_t delay_ms)
+{
+	timer_cancel(t);
+	t->due = mono_ms() + (delay_ms > 0 ? delay_ms : 0);
+	t->armed = 1;
+	t->next = timers;
+	timers = t;
+}
+
+int64_t
+timer_remaining(const struct timer *t)
+{
+	int64_t left;
+
+	if (!t->armed)
+		return -1;
+	left = t->due - mono_ms();
+	return left > 0 ? left : 0;
+}
+
+int
+ev_fd_add(int fd, short events, ev_fd_fn fn, void *arg)
+{
+	if (nfds >= EV_MAX_FDS) {
+		errno = EMFILE;
+		return -1;
+	}
+	fds[nfds].fd = fd;
+	fds[nfds].events = events;
+	fds[nfds].fn = fn;
+	fds[nfds].arg = arg;
+	nfds++;
+	return 0;
+}
+
+void
+ev_fd_del(int fd)
+{
+	unsigned int i;
+
+	for (i = 0; i < nfds; i++)
+		if (fds[i].fd == fd) {
+			fds[i] = fds[--nfds];
+			return;
+		}
+}
+
+int
+ev_signal(int signo, ev_sig_fn fn, void *arg)
+{
+	struct sigaction sa;
+
+	if (nsigs >= EV_MAX_SIGS) {
+		errno = ENOSPC;
+		return -1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = sig_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(signo, &sa, NULL) == -1)
+		return -1;
+	sigs[nsigs].signo = signo;
+	sigs[nsigs].fn = fn;
+	sigs[nsigs].arg = arg;
+	nsigs++;
+	return 0;
+}
+
+void
+ev_signal_reset_child(void)
+{
+	unsigned int i;
+	sigset_t none;
+
+	for (i = 0; i < nsigs; i++)
+		signal(sigs[i].signo, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Run every signal callback whose number arrived on the pipe. */
+static void
+drain_signals(void)
+{
+	unsigned char buf[64];
+	ssize_t n, i;
+	unsigned int k;
+
+	while ((n = read(sigpipe[0], buf, sizeof(buf))) > 0)
+		for (i = 0; i < n; i++)
+			for (k = 0; k < nsigs; k++)
+				if (sigs[k].signo == buf[i])
+					sigs[k].fn(buf[i], sigs[k].arg);
+}
+
+/* Fire due timers; a callback may re-arm its own or other timers. */
+static void
+run_timers(void)
+{
+	int64_t now = mono_ms();
+	struct timer *t;
+	int fired;
+
+	do {
+		fired = 0;
+		for (t = timers; t != NULL; t = t->next) {
+			if (t->due <= now) {
+				timer_cancel(t);
+				t->fn(t->arg);
+				fired = 1;
+				break;	/* the list may have changed */
+			}
+		}
+	} while (fired && !stopping);
+}
+
+void
+ev_run_once(int max_wait_ms)
+{
+	struct pollfd pfd[EV_MAX_FDS + 1];
+	int64_t wait = max_wait_ms, now = mono_ms();
+	unsigned int i, n;
+	struct timer *t;
+
+	for (t = timers; t != NULL; t = t->next) {
+		int64_t left = t->due - now;
+		if (left < wait)
+			wait = left < 0 ? 0 : left;
+	}
+	pfd[0].fd = sigpipe[0];
+	pfd[0].events = POLLIN;
+	n = nfds;
+	for (i = 0; i < n; i++) {
+		pfd[i + 1].fd = fds[i].fd;
+		pfd[i + 1].events = fds[i].events;
+		pfd[i + 1].revents = 0;
+	}
+	if (http_wait(pfd, n + 1, (int)wait) == -1 && errno != EINTR)
+		log_warnx("event loop: poll failed");
+	if (pfd[0].revents)
+		drain_signals();
+	/* Callbacks may add or remove watchers: match by fd again. */
+	for (i = 1; i <= n; i++) {
+		unsigned int k;
+		if (pfd[i].revents == 0)
+			continue;
+		for (k = 0; k < nfds; k++)
+			if (fds[k].fd == pfd[i].fd) {
+				fds[k].fn(fds[k].fd, pfd[i].revents, fds[k].arg);
+				break;
+			}
+	}
+	http_dispatch();
+	run_timers();
+}
+
+int
+ev_run(void)
+{
+	stopping = 0;
+	while (!stopping)
+		ev_run_once(60000);
+	return 0;
+}
+
+void
+ev_stop(void)
+{
+	stopping = 1;
+}

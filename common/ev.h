@@ -1,0 +1,59 @@
+/*
+ * ev.h - the one event loop of a process (STYLE.md §4).
+ *
+ * Timers run on CLOCK_MONOTONIC; the loop sleeps until the earliest deadline
+ * or until a watched fd, a signal or an HTTP transfer needs attention. HTTP
+ * is driven through http_wait/http_dispatch (curl multi), so requests never
+ * block the loop. Signal handlers only write the signal number to a
+ * self-pipe; registered signal callbacks run from the loop.
+ */
+#ifndef EV_H
+#define EV_H
+
+#include <stdint.h>
+
+struct timer {
+	const char	*name;		/* for logs */
+	void		(*fn)(void *arg);
+	void		*arg;
+	int64_t		 due;		/* mono_ms() deadline */
+	int		 armed;
+	struct timer	*next;
+};
+
+typedef void (*ev_fd_fn)(int fd, short revents, void *arg);
+typedef void (*ev_sig_fn)(int signo, void *arg);
+
+/** Set up the self-pipe. Call once before anything else. 0 or -1/errno. */
+int ev_init(void);
+
+/** Initialise t to call fn(arg); not armed. */
+void timer_init(struct timer *t, const char *name, void (*fn)(void *), void *arg);
+/** Arm (or re-arm) t to fire once, delay_ms from now (<= 0: next turn). */
+void timer_set(struct timer *t, int64_t delay_ms);
+/** Disarm t (no-op when not armed). */
+void timer_cancel(struct timer *t);
+/** Milliseconds until t fires; -1 when not armed. */
+int64_t timer_remaining(const struct timer *t);
+
+/** Watch fd for poll(2) events; fn runs from the loop. Max 12 fds. 0 or -1. */
+int ev_fd_add(int fd, short events, ev_fd_fn fn, void *arg);
+/** Stop watching fd. */
+void ev_fd_del(int fd);
+
+/**
+ * Catch signo (SA_RESTART); fn(signo, arg) runs from the loop, not from the
+ * handler. Returns 0 or -1/errno.
+ */
+int ev_signal(int signo, ev_sig_fn fn, void *arg);
+/** Restore default dispositions of every caught signal (child side of fork). */
+void ev_signal_reset_child(void);
+
+/** Run until ev_stop(). Returns 0. */
+int ev_run(void);
+/** Make ev_run() return after the current turn. */
+void ev_stop(void);
+/** Run one turn waiting at most max_wait_ms; for tests and drains. */
+void ev_run_once(int max_wait_ms);
+
+#endif

@@ -1,0 +1,310 @@
+/* fsutil.c - atomic writes, bounded reads, recursive mkdir/rm, exe dir. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __APPLE__
+#include <mach-o/dyld.h>
+#endif
+
+#include "fsutil.h"
+#include "util.h"
+
+/* Write all of buf, retrying short writes and EINTR. */
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* fsync the directory that holds path, so a rename survives a crash. */
+static void
+fsync_parent(const char *path)
+{
+	char *copy = xstrdup(path);
+	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd != -1) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	free(copy);
+}
+
+/* Create a temp file next to path; fills tmp (size bytes). */
+static int
+temp_beside(const char *path, char *tmp, size_t size)
+{
+	char *copy = xstrdup(path);
+	const char *base = basename(copy);
+	char *dcopy = xstrdup(path);
+	const char *dir = dirname(dcopy);
+	int fd;
+
+	snprintf(tmp, size, "%s/.%s.tmp.XXXXXX", dir, base);
+	free(copy);
+	free(dcopy);
+	fd = mkstemp(tmp);
+	if (fd != -1)
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
+}
+
+int
+fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	int fd, saved;
+
+	if ((fd = temp_beside(path, tmp, sizeof(tmp))) == -1)
+		return -1;
+	if (write_all(fd, data, len) == -1 || fchmod(fd, mode) == -1 ||
+	    fsync(fd) == -1)
+		goto fail;
+	if (close(fd) == -1) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) == -1)
+		goto fail;
+	fsync_parent(path);
+	return 0;
+fail:
+	saved = errno;
+	if (fd != -1)
+		close(fd);
+	unlink(tmp);
+	errno = saved;
+	return -1;
+}
+
+int
+fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = 4096, n = 0;
+	char *buf;
+	int saved;
+
+	if (fd == -1)
+		return -1;
+	buf = xmalloc(cap + 1);
+	for (;;) {
+		ssize_t r;
+		if (n == cap) {
+			if (cap >= max_bytes) {
+				errno = EFBIG;
+				goto fail;
+			}
+			cap = cap * 2 > max_bytes ? max_bytes : cap * 2;
+			buf = xrealloc(buf, cap + 1);
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r == -1) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > max_bytes) {
+		errno = EFBIG;
+		goto fail;
+	}
+	close(fd);
+	buf[n] = '\0';
+	*out = buf;
+	if (len != NULL)
+		*len = n;
+	return 0;
+fail:
+	saved = errno;
+	close(fd);
+	free(buf);
+	errno = saved;
+	return -1;
+}
+
+int
+fs_mkdir_p(const char *path, mode_t mode)
+{
+	char *p = xstrdup(path), *s;
+	int rc = 0;
+
+	for (s = p + 1; ; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(p, mode) == -1 && errno != EEXIST) {
+				rc = -1;
+				break;
+			}
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	if (rc == 0 && !fs_is_dir(path)) {
+		errno = ENOTDIR;
+		rc = -1;
+	}
+	free(p);
+	return rc;
+}
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		return rmdir(path) == -1 && errno != ENOENT ? -1 : 0;
+	return unlink(path) == -1 && errno != ENOENT ? -1 : 0;
+}
+
+int
+fs_rm_rf(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path);
+	return nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+}
+
+int
+fs_copy_file(const char *src, const char *dst, mode_t mode)
+{
+	char tmp[PATH_MAX], buf[65536];
+	int in, out = -1, saved;
+	ssize_t n;
+
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if ((out = temp_beside(dst, tmp, sizeof(tmp))) == -1)
+		goto fail_in;
+	while ((n = read(in, buf, sizeof(buf))) != 0) {
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		if (write_all(out, buf, (size_t)n) == -1)
+			goto fail;
+	}
+	if (fchmod(out, mode) == -1 || fsync(out) == -1)
+		goto fail;
+	if (close(out) == -1) {
+		out = -1;
+		goto fail;
+	}
+	out = -1;
+	if (rename(tmp, dst) == -1)
+		goto fail;
+	close(in);
+	fsync_parent(dst);
+	return 0;
+fail:
+	saved = errno;
+	if (out != -1)
+		close(out);
+	unlink(tmp);
+	errno = saved;
+fail_in:
+	saved = errno;
+	close(in);
+	errno = saved;
+	return -1;
+}
+
+int
+fs_exe_dir(char *buf, size_t size)
+{
+	char path[PATH_MAX];
+	char *slash;
+#ifdef __APPLE__
+	uint32_t n = sizeof(path);
+	char real[PATH_MAX];
+
+	if (_NSGetExecutablePath(path, &n) != 0 || realpath(path, real) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s", real);
+#else
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+
+	if (n == -1)
+		return -1;
+	path[n] = '\0';
+#endif
+	slash = strrchr(path, '/');
+	if (slash == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	*slash = '\0';
+	if (slash == path)
+		snprintf(path, sizeof(path), "/");
+	if (strlcpy_(buf, path, size) >= size) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+int
+fs_exists(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0;
+}
+
+int
+fs_is_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int
+fs_is_dir(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+long long
+fs_age_sec(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == -1)
+		return -1;
+	return (long long)(time(NULL) - st.st_mtime);
+}

@@ -1,0 +1,57 @@
+/*
+ * fsutil.h - file-system helpers: atomic replace, bounded reads, paths.
+ *
+ * System-call style: functions return 0 on success and -1 with errno set.
+ */
+#ifndef FSUTIL_H
+#define FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/**
+ * Replace path with len bytes of data so that readers see either the old or
+ * the new file, never a torn one (STYLE.md §6): write a temp file in the same
+ * directory, fsync it, rename it over path, fsync the directory.
+ * mode: permission bits of the new file (the umask does not apply).
+ * On failure (ENOSPC, EACCES, ...) the temp file is removed, path is untouched,
+ * and -1 is returned with errno of the failing call.
+ */
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/**
+ * Read a whole file into a new NUL-terminated buffer (*out, caller frees;
+ * *len excludes the NUL). Files larger than max_bytes fail with EFBIG.
+ */
+int fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
+
+/** mkdir -p with mode for each created directory (umask applies). */
+int fs_mkdir_p(const char *path, mode_t mode);
+
+/** Recursively remove path (file or directory tree; links not followed). */
+int fs_rm_rf(const char *path);
+
+/**
+ * Copy src to dst through fs_write_atomic-like temp+rename, keeping mode.
+ * max 2 GiB. Returns 0 or -1/errno; dst untouched on failure.
+ */
+int fs_copy_file(const char *src, const char *dst, mode_t mode);
+
+/**
+ * Directory holding the running executable, from /proc/self/exe (Linux) or
+ * _NSGetExecutablePath (macOS); never from argv[0] (W22).
+ * Writes into buf (size bytes). Returns 0 or -1/errno.
+ */
+int fs_exe_dir(char *buf, size_t size);
+
+/** 1 if path exists (any type, links not followed), else 0. */
+int fs_exists(const char *path);
+/** 1 if path is a regular file (links followed), else 0. */
+int fs_is_file(const char *path);
+/** 1 if path is a directory (links followed), else 0. */
+int fs_is_dir(const char *path);
+
+/** Seconds since path's mtime (wall clock); -1 with errno when stat fails. */
+long long fs_age_sec(const char *path);
+
+#endif

@@ -1,0 +1,531 @@
+/* http.c - libcurl client: auth headers, timeouts, caps, CA, proxy, downloads. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "fsutil.h"
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+struct http_req {
+	CURL		*easy;
+	struct curl_slist *headers;
+	http_cb		 cb;
+	void		*arg;
+	struct http_result res;
+	size_t		 cap;		/* allocated body bytes */
+	/* downloads */
+	int		 fd;		/* temp file, -1 for JSON calls */
+	char		*tmp;		/* temp path */
+	char		*dest;		/* final path */
+	char		*etag;		/* md5 of dest sent as eTag, or NULL */
+	struct md5_stream *md5;
+	struct http_req	*next;
+};
+
+static struct {
+	CURLM		*multi;
+	char		*project_id, *agent_id, *secret_key;
+	char		*gateway;
+	long		 timeout_ms;
+	char		*ca_file;
+	char		*user_agent;
+	struct http_req	*reqs;		/* in flight */
+	int		 n;
+} H;
+
+/* Set the proxy from the environment, accepting upper and lower case names. */
+static void
+set_proxy(CURL *easy, const char *url)
+{
+	const char *p, *np;
+	int https = strncasecmp(url, "https:", 6) == 0;
+
+	if (https)
+		p = getenv("https_proxy") ? getenv("https_proxy") : getenv("HTTPS_PROXY");
+	else
+		p = getenv("http_proxy") ? getenv("http_proxy") : getenv("HTTP_PROXY");
+	np = getenv("no_proxy") ? getenv("no_proxy") : getenv("NO_PROXY");
+	if (p != NULL && *p != '\0')
+		curl_easy_setopt(easy, CURLOPT_PROXY, p);
+	if (np != NULL && *np != '\0')
+		curl_easy_setopt(easy, CURLOPT_NOPROXY, np);
+}
+
+/* Add the PEM certificates of H.ca_file to the default trust store. */
+static CURLcode
+ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store((SSL_CTX *)ssl_ctx);
+	BIO *bio;
+	X509 *x;
+
+	(void)easy;
+	(void)arg;
+	if (H.ca_file == NULL || (bio = BIO_new_file(H.ca_file, "r")) == NULL)
+		return CURLE_OK;
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		(void)X509_STORE_add_cert(store, x);
+		X509_free(x);
+	}
+	BIO_free(bio);
+	return CURLE_OK;
+}
+
+int
+http_init(const struct http_settings *s)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return -1;
+	if ((H.multi = curl_multi_init()) == NULL)
+		return -1;
+	H.project_id = xstrdup(s->project_id ? s->project_id : "");
+	H.agent_id = xstrdup(s->agent_id ? s->agent_id : "");
+	H.secret_key = xstrdup(s->secret_key ? s->secret_key : "");
+	H.gateway = xstrdup(s->gateway ? s->gateway : "");
+	H.timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	H.ca_file = s->ca_file != NULL && fs_is_file(s->ca_file) ?
+	    xstrdup(s->ca_file) : NULL;
+	H.user_agent = xstrdup(s->user_agent ? s->user_agent : "devopsAgent");
+	log_add_secret(H.secret_key);
+	return 0;
+}
+
+static void req_free(struct http_req *r);
+
+void
+http_shutdown(void)
+{
+	while (H.reqs != NULL) {
+		struct http_req *r = H.reqs;
+		H.reqs = r->next;
+		curl_multi_remove_handle(H.multi, r->easy);
+		req_free(r);
+	}
+	H.n = 0;
+	if (H.multi != NULL)
+		curl_multi_cleanup(H.multi);
+	H.multi = NULL;
+	free(H.project_id);
+	free(H.agent_id);
+	free(H.secret_key);
+	free(H.gateway);
+	free(H.ca_file);
+	free(H.user_agent);
+	memset(&H, 0, sizeof(H));
+	curl_global_cleanup();
+}
+
+void
+http_set_gateway(const char *gateway)
+{
+	free(H.gateway);
+	H.gateway = xstrdup(gateway);
+}
+
+void
+http_set_timeout_ms(long ms)
+{
+	H.timeout_ms = ms > 0 ? ms : HTTP_DEFAULT_TIMEOUT_MS;
+}
+
+/* Body sink for JSON calls: grow up to HTTP_MAX_BODY, then abort. */
+static size_t
+write_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb;
+
+	if (r->res.len + n > HTTP_MAX_BODY) {
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "response body larger than %u bytes", HTTP_MAX_BODY);
+		return 0;
+	}
+	if (r->res.len + n + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 1024;
+		while (cap < r->res.len + n + 1)
+			cap *= 2;
+		if (cap > HTTP_MAX_BODY + 1)
+			cap = HTTP_MAX_BODY + 1;
+		r->res.body = xrealloc(r->res.body, cap);
+		r->cap = cap;
+	}
+	memcpy(r->res.body + r->res.len, ptr, n);
+	r->res.len += n;
+	r->res.body[r->res.len] = '\0';
+	return n;
+}
+
+/* Body sink for downloads: temp file + streaming md5. */
+static size_t
+write_file(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb, done = 0;
+	long code = 0;
+
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (code < 200 || code >= 300) {
+		/* Error page: keep a bounded copy for the log, not the file. */
+		return write_body(ptr, size, nmemb, arg) == n ? n : 0;
+	}
+	while (done < n) {
+		ssize_t w = write(r->fd, ptr + done, n - done);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			r->res.write_errno = errno;
+			snprintf(r->res.error, sizeof(r->res.error),
+			    "write %s: %s", r->tmp, strerror(errno));
+			return 0;
+		}
+		done += (size_t)w;
+	}
+	md5_stream_update(r->md5, ptr, n);
+	return n;
+}
+
+/* Remember X-Checksum-Md5. */
+static size_t
+header_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nitems;
+	static const char name[] = "x-checksum-md5:";
+	char val[64];
+	size_t i, j = 0;
+
+	if (n > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
+		for (i = sizeof(name) - 1; i < n && j < sizeof(val) - 1; i++)
+			if (buf[i] != ' ' && buf[i] != '\r' && buf[i] != '\n' &&
+			    buf[i] != '\t')
+				val[j++] = buf[i];
+		val[j] = '\0';
+		if (j == 32) {
+			for (i = 0; i < 32; i++)
+				r->res.md5_header[i] = (char)((val[i] >= 'A' &&
+				    val[i] <= 'Z') ? val[i] + 32 : val[i]);
+			r->res.md5_header[32] = '\0';
+		} else {
+			/* A malformed checksum can never match: keep it visible. */
+			snprintf(r->res.md5_header, sizeof(r->res.md5_header),
+			    "%.32s", j ? val : "-");
+		}
+	}
+	return n;
+}
+
+static void
+req_free(struct http_req *r)
+{
+	if (r->easy != NULL)
+		curl_easy_cleanup(r->easy);
+	curl_slist_free_all(r->headers);
+	if (r->fd != -1)
+		close(r->fd);
+	if (r->tmp != NULL)
+		unlink(r->tmp);
+	if (r->md5 != NULL) {
+		char hex[MD5_HEX_LEN];
+		md5_stream_final(r->md5, hex);
+	}
+	free(r->tmp);
+	free(r->dest);
+	free(r->etag);
+	http_result_free(&r->res);
+	free(r);
+}
+
+/* Build an easy handle with the shared settings. */
+static struct http_req *
+req_new(const char *method, const char *path, const char *body)
+{
+	struct http_req *r = xcalloc(1, sizeof(*r));
+	char *url = config_url(H.gateway, path), *h;
+
+	r->fd = -1;
+	if ((r->easy = curl_easy_init()) == NULL)
+		fatalx("http: curl_easy_init failed");
+	curl_easy_setopt(r->easy, CURLOPT_URL, url);
+	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(r->easy, CURLOPT_MAXREDIRS, 10L);
+	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent);
+	curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
+	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	set_proxy(r->easy, url);
+	free(url);
+
+	r->headers = curl_slist_append(r->headers, "X-DEVOPS-BUILD-TYPE: AGENT");
+	h = xasprintf("X-DEVOPS-PROJECT-ID: %s", H.project_id);
+	r->headers = curl_slist_append(r->headers, h);
+	free(h);
+	h = xasprintf("X-DEVOPS-AGENT-ID: %s", H.agent_id);
+	r->headers = curl_slist_append(r->headers, h);
+	free(h);
+	h = xasprintf("X-DEVOPS-AGENT-SECRET-KEY: %s", H.secret_key);
+	r->headers = curl_slist_append(r->headers, h);
+	free(h);
+	r->headers = curl_slist_append(r->headers, "Expect:");
+
+	if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+		r->headers = curl_slist_append(r->headers,
+		    "Content-Type: application/json; charset=utf-8");
+		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE,
+		    (long)(body ? strlen(body) : 0));
+		curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body ? body : "");
+		if (strcmp(method, "PUT") == 0)
+			curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "PUT");
+	} else if (strcmp(method, "DELETE") == 0) {
+		curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+	return r;
+}
+
+static struct http_req *
+json_req_new(const char *method, const char *path, const char *body)
+{
+	struct http_req *r = req_new(method, path, body);
+
+	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, H.timeout_ms);
+	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_body);
+	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+	return r;
+}
+
+static struct http_req *
+download_req_new(const char *path, const char *dest, const char *etag,
+    int stall_sec)
+{
+	struct http_req *r = req_new("GET", path, NULL);
+	r->dest = xstrdup(dest);
+	r->etag = etag != NULL ? xstrdup(etag) : NULL;
+	r->tmp = xasprintf("%s.part.XXXXXX", dest);
+	if ((r->fd = mkstemp(r->tmp)) == -1) {
+		snprintf(r->res.error, sizeof(r->res.error), "create %s: %s",
+		    r->tmp, strerror(errno));
+		r->res.write_errno = errno;
+		free(r->tmp);
+		r->tmp = NULL;
+		req_free(r);
+		return NULL;
+	}
+	(void)fcntl(r->fd, F_SETFD, FD_CLOEXEC);
+	r->md5 = md5_stream_new();
+	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_file);
+	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(r->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(r->easy, CURLOPT_LOW_SPEED_TIME,
+	    (long)(stall_sec > 0 ? stall_sec : 30));
+	return r;
+}
+
+/* Turn curl's outcome into r->res; for downloads, verify and rename. */
+static void
+req_finish(struct http_req *r, CURLcode rc)
+{
+	double t = 0;
+
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->res.code);
+	curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &t);
+	r->res.elapsed_ms = (long long)(t * 1000);
+	if (rc != CURLE_OK) {
+		if (r->res.error[0] == '\0')
+			snprintf(r->res.error, sizeof(r->res.error), "%s",
+			    curl_easy_strerror(rc));
+		r->res.ok = 0;
+		return;
+	}
+	r->res.ok = 1;
+	if (r->dest == NULL)
+		return;
+
+	/* Download epilogue. */
+	if (r->res.code == 304) {
+		snprintf(r->res.md5, sizeof(r->res.md5), "%s", r->etag ? r->etag : "");
+		return;
+	}
+	if (r->res.code < 200 || r->res.code >= 300) {
+		r->res.ok = 0;
+		snprintf(r->res.error, sizeof(r->res.error), "HTTP %ld%s", r->res.code,
+		    r->res.code == 404 ? " (file not found)" : "");
+		return;
+	}
+	md5_stream_final(r->md5, r->res.md5);
+	r->md5 = NULL;
+	if (r->res.md5_header[0] != '\0' &&
+	    strcmp(r->res.md5_header, r->res.md5) != 0) {
+		r->res.ok = 0;
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "md5 mismatch: got %s, server says %s", r->res.md5,
+		    r->res.md5_header);
+		return;
+	}
+	if (fsync(r->fd) == -1 || close(r->fd) == -1) {
+		r->fd = -1;
+		goto write_fail;
+	}
+	r->fd = -1;
+	if (chmod(r->tmp, 0644) == -1 || rename(r->tmp, r->dest) == -1)
+		goto write_fail;
+	free(r->tmp);
+	r->tmp = NULL;
+	return;
+write_fail:
+	r->res.ok = 0;
+	r->res.write_errno = errno;
+	snprintf(r->res.error, sizeof(r->res.error), "install %s: %s", r->dest,
+	    strerror(errno));
+}
+
+/* Move a finished request's result to the caller's struct. */
+static void
+req_take_result(struct http_req *r, struct http_result *out)
+{
+	*out = r->res;
+	r->res.body = NULL;
+	r->res.len = 0;
+}
+
+static int
+req_submit(struct http_req *r, http_cb cb, void *arg)
+{
+	r->cb = cb;
+	r->arg = arg;
+	if (curl_multi_add_handle(H.multi, r->easy) != CURLM_OK) {
+		req_free(r);
+		return -1;
+	}
+	r->next = H.reqs;
+	H.reqs = r;
+	H.n++;
+	return 0;
+}
+
+int
+http_json(const char *method, const char *path, const char *body,
+    http_cb cb, void *arg)
+{
+	return req_submit(json_req_new(method, path, body), cb, arg);
+}
+
+int
+http_json_sync(const char *method, const char *path, const char *body,
+    struct http_result *res)
+{
+	struct http_req *r = json_req_new(method, path, body);
+
+	req_finish(r, curl_easy_perform(r->easy));
+	req_take_result(r, res);
+	req_free(r);
+	return res->ok ? 0 : -1;
+}
+
+int
+http_download(const char *path, const char *dest, const char *etag,
+    int stall_sec, http_cb cb, void *arg)
+{
+	struct http_req *r = download_req_new(path, dest, etag, stall_sec);
+
+	return r == NULL ? -1 : req_submit(r, cb, arg);
+}
+
+int
+http_download_sync(const char *path, const char *dest, const char *etag,
+    int stall_sec, struct http_result *res)
+{
+	struct http_req *r = download_req_new(path, dest, etag, stall_sec);
+
+	if (r == NULL) {
+		memset(res, 0, sizeof(*res));
+		snprintf(res->error, sizeof(res->error), "cannot create temp file");
+		return -1;
+	}
+	req_finish(r, curl_easy_perform(r->easy));
+	req_take_result(r, res);
+	req_free(r);
+	return res->ok ? 0 : -1;
+}
+
+void
+http_result_free(struct http_result *res)
+{
+	free(res->body);
+	res->body = NULL;
+	res->len = 0;
+}
+
+int
+http_in_flight(void)
+{
+	return H.n;
+}
+
+int
+http_wait(struct pollfd *extra, unsigned int n, int timeout_ms)
+{
+	struct curl_waitfd wfd[16];
+	unsigned int i;
+	int ready = 0;
+
+	if (n > nitems(wfd))
+		n = nitems(wfd);
+	for (i = 0; i < n; i++) {
+		wfd[i].fd = extra[i].fd;
+		wfd[i].events = (short)extra[i].events;
+		wfd[i].revents = 0;
+	}
+	if (curl_multi_poll(H.multi, wfd, n, timeout_ms, NULL) != CURLM_OK)
+		return -1;
+	for (i = 0; i < n; i++) {
+		extra[i].revents = (short)wfd[i].revents;
+		if (wfd[i].revents)
+			ready++;
+	}
+	return ready;
+}
+
+void
+http_dispatch(void)
+{
+	int running, left;
+	CURLMsg *m;
+
+	curl_multi_perform(H.multi, &running);
+	while ((m = curl_multi_info_read(H.multi, &left)) != NULL) {
+		struct http_req *r = NULL, **pp;
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+		CURLcode rc = m->data.result;
+		curl_multi_remove_handle(H.multi, r->easy);
+		for (pp = &H.reqs; *pp != NULL; pp = &(*pp)->next)
+			if (*pp == r) {
+				*pp = r->next;
+				break;
+			}
+		H.n--;
+		req_finish(r, rc);
+		r->cb(&r->res, r->arg);
+		req_free(r);
+	}
+}

@@ -1,0 +1,111 @@
+/*
+ * http.h - the agent's HTTP client over libcurl (protocol §3, §4).
+ *
+ * Every request carries the four auth headers (X-DEVOPS-BUILD-TYPE: AGENT,
+ * X-DEVOPS-PROJECT-ID, X-DEVOPS-AGENT-ID, X-DEVOPS-AGENT-SECRET-KEY); POST and
+ * PUT add "Content-Type: application/json; charset=utf-8". TLS trusts the
+ * system roots plus the PEM certificates of ca_file (".cert") when it exists.
+ * The proxy variables http_proxy/HTTP_PROXY, https_proxy/HTTPS_PROXY and
+ * no_proxy/NO_PROXY are honoured (upper and lower case, as Go does).
+ *
+ * Requests run asynchronously on one curl multi handle that the event loop
+ * drives (http_fds/http_dispatch, see ev.h), or synchronously with the
+ * *_sync variants (upgrader, tests). The HTTP status code of JSON calls is not
+ * interpreted here: callers decode the body as an envelope (json.h).
+ */
+#ifndef HTTP_H
+#define HTTP_H
+
+#include <poll.h>
+#include <stddef.h>
+
+#include "md5.h"
+
+#define HTTP_MAX_BODY		(4u * 1024 * 1024)	/* response cap, bytes */
+#define HTTP_DEFAULT_TIMEOUT_MS	5000
+
+struct http_settings {
+	const char	*project_id;	/* borrowed for the client's lifetime */
+	const char	*agent_id;
+	const char	*secret_key;
+	const char	*gateway;	/* copied; see http_set_gateway */
+	long		 timeout_ms;	/* JSON calls; <= 0 -> HTTP_DEFAULT_TIMEOUT_MS */
+	const char	*ca_file;	/* extra PEM roots, e.g. ".cert"; NULL = none */
+	const char	*user_agent;	/* NULL = "devopsAgent" */
+};
+
+struct http_result {
+	long	 code;		/* HTTP status; 0 when no response arrived */
+	int	 ok;		/* transport succeeded and body within the cap */
+	char	 error[256];	/* why !ok (curl's text, "body too large", ...) */
+	char	*body;		/* NUL-terminated response body (JSON calls) or NULL */
+	size_t	 len;		/* body bytes */
+	char	 md5_header[MD5_HEX_LEN];	/* X-Checksum-Md5, "" if absent */
+	char	 md5[MD5_HEX_LEN];	/* downloads: md5 of the file now at dest */
+	int	 write_errno;	/* downloads: errno of a failed local write (ENOSPC...) */
+	long long elapsed_ms;	/* total transfer time */
+};
+
+typedef void (*http_cb)(struct http_result *res, void *arg);
+
+/** Initialise libcurl and the client; call once per process. 0 or -1. */
+int http_init(const struct http_settings *s);
+/** Release every resource; pending requests are dropped without callbacks. */
+void http_shutdown(void);
+/** Switch the gateway (heartbeat-delivered) for later requests; copied. */
+void http_set_gateway(const char *gateway);
+/** Current request timeout for JSON calls, ms. */
+void http_set_timeout_ms(long ms);
+
+/**
+ * Start a JSON call: method "GET", "POST", "PUT" or "DELETE"; path is
+ * appended to the gateway base (e.g. "/ms/environment/api/..."), with query.
+ * body: JSON text for POST/PUT (copied), NULL for none.
+ * cb(res, arg) runs from http_dispatch() exactly once; res is valid during
+ * the callback only. Returns 0, or -1 when the request cannot be started
+ * (then cb is not called).
+ */
+int http_json(const char *method, const char *path, const char *body,
+    http_cb cb, void *arg);
+
+/**
+ * Blocking JSON call; fills *res (free with http_result_free). Returns 0 when
+ * a response arrived within the cap (res->ok), else -1 (res->error says why).
+ */
+int http_json_sync(const char *method, const char *path, const char *body,
+    struct http_result *res);
+
+/**
+ * Start a file download (protocol §7.5): GET path; when etag (md5 hex of
+ * the existing dest) is non-NULL, "&eTag=<etag>" is appended by the caller
+ * in path and a 304 keeps dest as is. The body streams into a temp file next
+ * to dest while its MD5 is computed; dest is replaced (rename) only when the
+ * status is 2xx, the transfer completed, and X-Checksum-Md5 (if sent)
+ * matches. A stalled transfer fails: connect timeout 10 s, abort when fewer
+ * than 1 byte/s arrive for stall_sec seconds (<= 0 -> 30).
+ * Result: res->ok && (code 2xx or 304) means dest holds the file whose md5 is
+ * res->md5; anything else leaves dest untouched.
+ */
+int http_download(const char *path, const char *dest, const char *etag,
+    int stall_sec, http_cb cb, void *arg);
+
+/** Blocking variant of http_download; fills *res. 0 on success, else -1. */
+int http_download_sync(const char *path, const char *dest, const char *etag,
+    int stall_sec, struct http_result *res);
+
+/** Free a result's body (safe to call twice). */
+void http_result_free(struct http_result *res);
+
+/** Number of requests in flight. */
+int http_in_flight(void);
+
+/**
+ * Event-loop integration: wait up to timeout_ms for curl's sockets or any of
+ * the n extra descriptors (poll(2) semantics; revents filled). Returns the
+ * number of ready extra fds (>= 0) or -1 on error.
+ */
+int http_wait(struct pollfd *extra, unsigned int n, int timeout_ms);
+/** Drive transfers and run the callbacks of finished requests. */
+void http_dispatch(void);
+
+#endif

@@ -1,0 +1,256 @@
+/* log.c - leveled, size-rotated, secret-masking logger. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOG_LINE_MAX	8192
+#define LOG_SECRETS_MAX	16
+
+static int	 log_fd = -1;
+static char	*log_path;
+static char	 log_tag[32] = "agent";
+static int	 log_to_stderr;
+static enum log_level log_level = LOG_INFO;
+static long long log_max_bytes = 50LL * 1024 * 1024;
+static int	 log_keep = 5;
+static long long log_size;
+static int	 log_write_failed;
+static char	*log_secrets[LOG_SECRETS_MAX];
+
+int
+log_open(const char *path, const char *tag)
+{
+	int fd;
+	struct stat st;
+
+	if (tag != NULL)
+		snprintf(log_tag, sizeof(log_tag), "%s", tag);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return -1;
+	if (log_fd != -1)
+		close(log_fd);
+	log_fd = fd;
+	log_size = fstat(fd, &st) == 0 ? (long long)st.st_size : 0;
+	if (log_path != path) {
+		free(log_path);
+		log_path = strdup(path);
+	}
+	return 0;
+}
+
+int
+log_reopen(void)
+{
+	if (log_path == NULL)
+		return 0;
+	return log_open(log_path, NULL);
+}
+
+void
+log_set_stderr(int on)
+{
+	log_to_stderr = on;
+}
+
+void
+log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
+enum log_level
+log_get_level(void)
+{
+	return log_level;
+}
+
+void
+log_set_rotation(long long max_bytes, int keep)
+{
+	log_max_bytes = max_bytes;
+	log_keep = keep < 1 ? 1 : keep;
+}
+
+void
+log_add_secret(const char *secret)
+{
+	size_t i;
+
+	if (secret == NULL || *secret == '\0')
+		return;
+	for (i = 0; i < LOG_SECRETS_MAX; i++) {
+		if (log_secrets[i] != NULL && strcmp(log_secrets[i], secret) == 0)
+			return;
+		if (log_secrets[i] == NULL) {
+			log_secrets[i] = strdup(secret);
+			return;
+		}
+	}
+}
+
+void
+log_clear_secrets(void)
+{
+	size_t i;
+
+	for (i = 0; i < LOG_SECRETS_MAX; i++) {
+		free(log_secrets[i]);
+		log_secrets[i] = NULL;
+	}
+}
+
+void
+log_redact(char *buf, size_t size)
+{
+	size_t i, slen, blen;
+	char *p;
+
+	for (i = 0; i < LOG_SECRETS_MAX; i++) {
+		if (log_secrets[i] == NULL)
+			continue;
+		slen = strlen(log_secrets[i]);
+		while ((p = strstr(buf, log_secrets[i])) != NULL) {
+			/* "***" is never longer than a masked secret of >= 3 bytes. */
+			blen = strlen(p + slen);
+			if (slen >= 3) {
+				memcpy(p, "***", 3);
+				memmove(p + 3, p + slen, blen + 1);
+			} else {
+				memset(p, '*', slen);
+			}
+			(void)size;
+		}
+	}
+}
+
+/* name.log -> name.N.log; the path without ".log" gets ".N.log". */
+static void
+rotated_name(char *out, size_t size, int n)
+{
+	size_t len = strlen(log_path);
+
+	if (len > 4 && strcmp(log_path + len - 4, ".log") == 0)
+		snprintf(out, size, "%.*s.%d.log", (int)(len - 4), log_path, n);
+	else
+		snprintf(out, size, "%s.%d", log_path, n);
+}
+
+/* Shift name.(k).log up by one and start a fresh file. */
+static void
+log_rotate(void)
+{
+	char from[4096], to[4096];
+	int i;
+
+	for (i = log_keep - 1; i >= 1; i--) {
+		rotated_name(from, sizeof(from), i);
+		rotated_name(to, sizeof(to), i + 1);
+		(void)rename(from, to);
+	}
+	rotated_name(to, sizeof(to), 1);
+	if (rename(log_path, to) == -1)
+		return;
+	(void)log_open(log_path, NULL);
+}
+
+static void
+log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
+{
+	static const char *names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
+	char line[LOG_LINE_MAX];
+	struct timeval tv;
+	struct tm tm;
+	size_t n;
+	int saved = errno, k;
+
+	if (level < log_level)
+		return;
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
+	k = snprintf(line + n, sizeof(line) - n, ".%03ld|%s|%s[%ld]|",
+	    (long)(tv.tv_usec / 1000), names[level], log_tag, (long)getpid());
+	n += (size_t)k;
+	k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	n = k < 0 ? n : n + (size_t)k;
+	if (n >= sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	if (with_errno) {
+		k = snprintf(line + n, sizeof(line) - n, ": %s", strerror(saved));
+		n = k < 0 ? n : n + (size_t)k;
+		if (n >= sizeof(line) - 2)
+			n = sizeof(line) - 2;
+	}
+	line[n] = '\0';
+	log_redact(line, sizeof(line));
+	n = strlen(line);
+	line[n++] = '\n';
+	line[n] = '\0';
+
+	if (log_fd == -1 || log_to_stderr)
+		(void)!write(STDERR_FILENO, line, n);
+	if (log_fd != -1) {
+		ssize_t w = write(log_fd, line, n);
+		if (w != (ssize_t)n) {
+			/* Disk full or I/O error: say so once on stderr, go on. */
+			if (!log_write_failed)
+				fprintf(stderr, "%s: log write failed: %s\n",
+				    log_tag, w == -1 ? strerror(errno) : "short write");
+			log_write_failed = 1;
+		} else {
+			log_write_failed = 0;
+			log_size += (long long)n;
+			if (log_max_bytes > 0 && log_size > log_max_bytes)
+				log_rotate();
+		}
+	}
+	errno = saved;
+}
+
+#define LOG_FN(name, level, with_errno)				\
+void								\
+name(const char *fmt, ...)					\
+{								\
+	va_list ap;						\
+	va_start(ap, fmt);					\
+	log_vwrite(level, with_errno, fmt, ap);			\
+	va_end(ap);						\
+}
+
+LOG_FN(log_debug, LOG_DEBUG, 0)
+LOG_FN(log_info, LOG_INFO, 0)
+LOG_FN(log_warn, LOG_WARN, 1)
+LOG_FN(log_warnx, LOG_WARN, 0)
+LOG_FN(log_error, LOG_ERROR, 0)
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_ERROR, 1, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_ERROR, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

@@ -1,0 +1,34 @@
+/*
+ * proc.h - facts about other processes: identity (start time), executable,
+ * liveness. Linux reads /proc; macOS uses sysctl/proc_pidpath.
+ */
+#ifndef PROC_H
+#define PROC_H
+
+#include <sys/types.h>
+
+/**
+ * Start time of pid in clock ticks since boot (field 22 of /proc/<pid>/stat
+ * on Linux; microseconds since the epoch on macOS). Together with the pid it
+ * identifies a process across pid reuse. Returns 0 when pid does not exist.
+ */
+unsigned long long proc_start_time(pid_t pid);
+
+/**
+ * 1 when pid is alive and was started at start_time (as returned by
+ * proc_start_time), 0 otherwise. A zombie counts as dead.
+ */
+int proc_same(pid_t pid, unsigned long long start_time);
+
+/**
+ * 1 when pid is alive and its executable is the file at path (compared by
+ * resolved path; a binary replaced by rename after the process started, whose
+ * link reads "<path> (deleted)", also matches). 0 otherwise (W3: never signal
+ * a pid from a stale pid file without this check).
+ */
+int proc_exe_is(pid_t pid, const char *path);
+
+/** 1 when pid exists and is not a zombie, else 0. */
+int proc_alive(pid_t pid);
+
+#endif
