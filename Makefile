@@ -20,10 +20,10 @@ OPT ?= -O2 -g
 SAN ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) $(CFLAGS) \
 	-Icommon -I/usr/include/iniparser \
-	$(shell pkg-config --cflags libcurl libcjson libarchive libcrypto 2>/dev/null) \
+	$(shell pkg-config --cflags libcurl libcjson libarchive openssl 2>/dev/null) \
 	-DAGENT_VERSION='"$(VERSION)"' -DAGENT_GIT_COMMIT='"$(GIT_COMMIT)"' \
 	-DAGENT_BUILD_TIME='"$(BUILD_TIME)"'
-LIBS = $(shell pkg-config --libs libcurl libcjson libarchive libcrypto 2>/dev/null) -liniparser
+LIBS = $(shell pkg-config --libs libcurl libcjson libarchive openssl 2>/dev/null) -liniparser
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
 COMMON_SRC   = $(wildcard common/*.c)
@@ -50,30 +50,35 @@ $(BUILD)/.deps-ok: scripts/dev/install-deps.sh
 	@mkdir -p $(@D) && touch $@
 
 $(BUILD)/libcommon.a: $(COMMON_OBJ)
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(BUILD)/libagent.a: $(AGENT_LIB_OBJ)
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(BUILD)/%.o: %.c $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
 $(BIN)/devopsAgent: $(BUILD)/agent/main.o $(BUILD)/libagent.a $(BUILD)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
 $(BIN)/devopsDaemon: $(DAEMON_OBJ) $(BUILD)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
 $(BIN)/upgrader: $(UPGRADER_OBJ) $(BUILD)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libagent.a $(BUILD)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests/unit -Iagent $(LDFLAGS_ALL) -o $@ $< \
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Itests/unit -Iagent $(LDFLAGS_ALL) -o $@ $< \
 		$(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
 
 # Unit tests: every tests/unit/test_*.c is one program; the runner sums them.

@@ -167,6 +167,14 @@ envelope_parse(const char *body, size_t len, struct envelope *env,
 		    end != NULL ? (long)(end - body) : -1L);
 		return -1;
 	}
+	/* Go rejects anything but white space after the value. */
+	while (end != NULL && end < body + len && (*end == ' ' || *end == '\n' ||
+	    *end == '\r' || *end == '\t'))
+		end++;
+	if (end != body + len) {
+		snprintf(err, errlen, "response has data after the JSON value");
+		goto fail;
+	}
 	if (!cJSON_IsObject(env->root)) {
 		snprintf(err, errlen, "response is not a JSON object");
 		goto fail;

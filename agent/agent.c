@@ -1,0 +1,134 @@
+/* agent.c - process-wide agent state: periods, paths, exit errors, modes. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "agent.h"
+#include "child.h"
+#include "ev.h"
+#include "log.h"
+#include "util.h"
+
+struct agent A;
+
+int64_t
+agent_period(enum period p)
+{
+	static const int64_t normal[P_MAX] = {
+		[P_HEARTBEAT] = 10000, [P_BUILD_PULL] = 5000,
+		[P_UPGRADE] = 20000, [P_PIPELINE] = 30000,
+		[P_CLEANUP] = 2 * 3600 * 1000, [P_METRICS] = 60000,
+		[P_FINISH_DELAY] = 8000, [P_KILL_GRACE] = 10000,
+	};
+	static const int64_t fast[P_MAX] = {
+		[P_HEARTBEAT] = 1000, [P_BUILD_PULL] = 300,
+		[P_UPGRADE] = 1000, [P_PIPELINE] = 500,
+		[P_CLEANUP] = 2 * 3600 * 1000, [P_METRICS] = 1000,
+		[P_FINISH_DELAY] = 0, [P_KILL_GRACE] = 2000,
+	};
+
+	return A.fast ? fast[p] : normal[p];
+}
+
+char *
+agent_java_path(void)
+{
+#ifdef __APPLE__
+	return xasprintf("%s/Contents/Home/bin/java", A.cfg.jdk_dir_resolved);
+#else
+	return xasprintf("%s/bin/java", A.cfg.jdk_dir_resolved);
+#endif
+}
+
+void
+agent_set_exit_error(const char *enum_name, const char *msg)
+{
+	log_error("exit error %s: %s", enum_name, msg);
+	free(A.exit_error_enum);
+	free(A.exit_error_msg);
+	A.exit_error_enum = xstrdup(enum_name);
+	A.exit_error_msg = xstrdup(msg);
+}
+
+void
+agent_check_io_error(int err, const char *what)
+{
+	char *msg;
+
+	if (err != ENOSPC && err != EACCES)
+		return;
+	msg = xasprintf("%s: %s", what, strerror(err));
+	agent_set_exit_error(err == ENOSPC ? "THIRD_AGENT_EXIT_LEFT_DEVICE" :
+	    "THIRD_AGENT_EXIT_PERMISSION_DENIED", msg);
+	free(msg);
+}
+
+void
+agent_save_config(void)
+{
+	char err[256];
+
+	if (config_save(&A.cfg, err, sizeof(err)) == -1) {
+		int saved = errno;
+		log_error("cannot save %s: %s (the old file is intact)",
+		    CONFIG_FILE, err);
+		agent_check_io_error(saved, CONFIG_FILE);
+	}
+}
+
+/* Start `tmp/upgrader -action=uninstall` detached (§5.4 step 4). */
+static void
+start_uninstaller(void)
+{
+	char *argv[] = { "tmp/upgrader", "-action=uninstall", NULL };
+	struct spawn_opts o;
+	char err[256];
+
+	memset(&o, 0, sizeof(o));
+	o.path = argv[0];
+	o.argv = argv;
+	o.cwd = A.workdir;
+	o.new_session = 1;
+	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
+	(void)chmod(argv[0], 0755);
+	if (child_spawn(&o, err, sizeof(err)) == -1)
+		log_error("cannot start the uninstaller: %s", err);
+	else
+		log_info("uninstaller started");
+}
+
+void
+agent_maybe_finish(void)
+{
+	if (A.mode != MODE_DRAIN && A.mode != MODE_UNINSTALL)
+		return;
+	if (build_total_count() > 0) {
+		log_info("%s: waiting for %d build(s)", A.mode == MODE_DRAIN ?
+		    "drain" : "uninstall", build_total_count());
+		return;
+	}
+	if (A.mode == MODE_UNINSTALL) {
+		start_uninstaller();
+		A.exit_code = EXIT_DAEMON_STOP;
+	} else {
+		log_info("drain complete: no build left");
+		A.exit_code = 0;
+	}
+	A.mode = MODE_STOP;
+	ev_stop();
+}
+
+void
+agent_set_mode(enum agent_mode m)
+{
+	if (A.mode == MODE_STOP || (A.mode == MODE_UNINSTALL && m == MODE_DRAIN))
+		return;
+	A.mode = m;
+	if (m == MODE_STOP)
+		ev_stop();
+	else
+		agent_maybe_finish();
+}
+

@@ -1,0 +1,139 @@
+/*
+ * agent.h - devopsAgent's process-wide state and its loops.
+ *
+ * One event loop (common/ev.h) owns everything: every field below is read and
+ * written from loop callbacks only, so no locking is needed.
+ */
+#ifndef AGENT_H
+#define AGENT_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#include "config.h"
+
+/* Endpoint paths (protocol §7). */
+#define EP_ENV		"/ms/environment/api/buildAgent/agent/thirdPartyAgent"
+#define EP_DISPATCH	"/ms/dispatch/api/buildAgent/agent/thirdPartyAgent"
+#define EP_STARTUP	EP_ENV "/startup"
+#define EP_STATUS	EP_ENV "/status"
+#define EP_HEARTBEAT	EP_ENV "/agents/newHeartbeat"
+#define EP_PIPELINES	EP_ENV "/agents/pipelines"
+#define EP_METRIX	EP_ENV "/agents/metrix"
+#define EP_DOWNLOAD	EP_ENV "/upgrade/files/download"
+#define EP_PULL		EP_DISPATCH "/startup"
+#define EP_FINISH	EP_DISPATCH "/workerBuildFinish"
+#define EP_UPGRADE_NEW	EP_DISPATCH "/upgradeNew"
+#define EP_UPGRADE_END	EP_DISPATCH "/upgrade"
+
+/* Exit codes (agent-behaviour §3.5). */
+#define EXIT_DAEMON_STOP 88	/* deleted on the server / fatal exit error */
+
+/* What the agent is doing with new work. */
+enum agent_mode {
+	MODE_RUN,		/* claim builds */
+	MODE_DRAIN,		/* claim nothing; exit 0 when no build is left */
+	MODE_UNINSTALL,		/* DELETE seen: drain, then uninstall, exit 88 */
+	MODE_STOP,		/* SIGTERM: exit now, builds go on */
+};
+
+/* Named loop periods (ms); the test knob DEVOPS_AGENT_TEST_FAST shortens them. */
+enum period {
+	P_HEARTBEAT,		/* 10 s */
+	P_BUILD_PULL,		/* 5 s */
+	P_UPGRADE,		/* 20 s */
+	P_PIPELINE,		/* 30 s (first run after 10 s) */
+	P_CLEANUP,		/* 2 h */
+	P_METRICS,		/* 60 s */
+	P_FINISH_DELAY,		/* 8 s before a successful finish report */
+	P_KILL_GRACE,		/* 10 s between SIGTERM and SIGKILL of a build tree */
+	P_MAX,
+};
+
+struct agent {
+	char		 workdir[PATH_MAX];	/* absolute install dir; also cwd */
+	struct config	 cfg;
+	int		 debug;			/* `devopsAgent debug` */
+	int		 fast;			/* DEVOPS_AGENT_TEST_FAST=1 */
+	enum agent_mode	 mode;
+	int		 exit_code;
+
+	/* Host facts (startup/heartbeat bodies). */
+	char		*hostname;
+	char		*ip;
+	const char	*os;			/* linux, macos, other */
+	const char	*arch;			/* Go names: amd64, arm64, ... */
+	char		*user;			/* name of the user running the agent */
+	char		*worker_version;	/* "" when unknown */
+	char		*jdk_version[3];	/* java -version lines; NULL = no JDK */
+
+	int		 started;		/* startup call succeeded */
+	cJSON		*envs;			/* heartbeat envs object, or NULL */
+	int		 build_lock;		/* held by an upgrade while it swaps files */
+
+	/* Pending fatal condition for the heartbeat's errorExitData (§5.6). */
+	char		*exit_error_enum;
+	char		*exit_error_msg;
+};
+
+extern struct agent A;
+
+/** Length of a named period in ms (shortened in test mode). */
+int64_t agent_period(enum period p);
+/** Java binary inside the configured JDK (§6.4); new string, caller frees. */
+char *agent_java_path(void);
+/**
+ * Record a fatal condition for the next heartbeat (§5.6); the agent reports
+ * it once and then exits with 88. enum_name e.g. "THIRD_AGENT_EXIT_LEFT_DEVICE".
+ */
+void agent_set_exit_error(const char *enum_name, const char *msg);
+/** Record an exit error when errno says ENOSPC or EACCES. */
+void agent_check_io_error(int err, const char *what);
+/** Persist the config; failures are logged and become exit errors. */
+void agent_save_config(void);
+/** Enter a mode (drain, uninstall, stop) and act on it. */
+void agent_set_mode(enum agent_mode m);
+/** Called when the last build is gone: finishes drain/uninstall. */
+void agent_maybe_finish(void);
+
+/* host.c */
+/** Detect host name, IP, OS, arch and user into A. */
+void host_detect(void);
+/** Re-detect the IP (gateway or ignore list changed). */
+void host_detect_ip(void);
+/** Probe the worker version of jar (§5.1 step 7); new string ("" if none). */
+char *host_worker_version(const char *jar, const char *cwd);
+/**
+ * Refresh A.jdk_version by running `java -version` when the JDK dir changed
+ * (§5.4) or force is set.
+ */
+void host_jdk_sync(int force);
+/** The JDK version as a JSON array (3 strings, or [] when unknown). */
+cJSON *host_jdk_json(void);
+
+/* startup / heartbeat (heartbeat.c) */
+/** Start the startup call (retried with backoff) and the heartbeat loop. */
+void heartbeat_start(void);
+
+/* builds (build.c) */
+/** Load the build journal, re-adopt running workers, start the pull loop. */
+void build_start_loop(void);
+/** Builds that count against the cap (claimed or running). */
+int build_active_count(void);
+/** Builds known at all (active or waiting to report). */
+int build_total_count(void);
+/** Heartbeat taskList: array of running builds, or NULL when none. */
+cJSON *build_task_list(void);
+/** Try to claim again now (a slot freed or a gate opened). */
+void build_kick(void);
+/** On SIGTERM: try each pending finish report once within budget_ms. */
+void build_flush_reports(int budget_ms);
+
+/* cleanup.c */
+/** Start the cleanup loop (at start, then every 2 h; §9). */
+void cleanup_start(void);
+/** After each build: old build_tmp files and start scripts (§6.9.1). */
+void cleanup_build_tmp(void);
+
+#endif

@@ -1,0 +1,1019 @@
+/*
+ * build.c - the build pull loop, worker launch, end detection, the build
+ * journal and the finish outbox (agent-behaviour §6; protocol §7.2, §7.7,
+ * §7.8). See build.h for the life cycle and docs/durability.md for why.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "base64.h"
+#include "build.h"
+#include "child.h"
+#include "envlist.h"
+#include "fsutil.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "proc.h"
+#include "tree.h"
+#include "util.h"
+
+#define JOURNAL_DIR	"runtime/builds"
+#define BUILD_TMP	"build_tmp"
+#define ERROR_FILE_MAX	(64 * 1024)
+
+/* The text the worker replaces when it ends normally (§6.8). */
+#define KILLED_MSG	"Builder process was killed by the OS or another program."
+
+static struct build *builds;
+static struct timer pull_timer;
+static int pull_busy;
+
+static void build_finish(struct build *b, int success, const char *msg, int code);
+static void report_send(void *arg);
+
+/* ---------------------------------------------------------------- helpers */
+
+char *
+shell_quote(const char *s)
+{
+	size_t n = 3, i;
+	char *out, *p;
+
+	for (i = 0; s[i]; i++)
+		n += s[i] == '\'' ? 4 : 1;
+	out = p = xmalloc(n);
+	*p++ = '\'';
+	for (i = 0; s[i]; i++) {
+		if (s[i] == '\'') {
+			memcpy(p, "'\\''", 4);
+			p += 4;
+		} else {
+			*p++ = s[i];
+		}
+	}
+	*p++ = '\'';
+	*p = '\0';
+	return out;
+}
+
+/* Copy member key of src into dst as a string ("" when absent or not a string). */
+static void
+copy_str(cJSON *dst, const cJSON *src, const char *key, int null_if_absent)
+{
+	const cJSON *it = json_get(src, key);
+
+	if (cJSON_IsString(it))
+		cJSON_AddStringToObject(dst, key, it->valuestring);
+	else if (null_if_absent)
+		cJSON_AddNullToObject(dst, key);
+	else
+		cJSON_AddStringToObject(dst, key, "");
+}
+
+/* The eight ThirdPartyBuildInfo keys, in wire order (Appendix B). */
+static cJSON *
+build_info_obj(const cJSON *info)
+{
+	cJSON *o = cJSON_CreateObject();
+	const cJSON *dbi = json_get(info, "dockerBuildInfo");
+	const cJSON *ec = json_get(info, "executeCount");
+
+	copy_str(o, info, "projectId", 0);
+	copy_str(o, info, "buildId", 0);
+	copy_str(o, info, "vmSeqId", 0);
+	copy_str(o, info, "workspace", 0);
+	copy_str(o, info, "pipelineId", 0);
+	if (cJSON_IsObject(dbi))
+		cJSON_AddItemToObject(o, "dockerBuildInfo", cJSON_Duplicate(dbi, 1));
+	else
+		cJSON_AddNullToObject(o, "dockerBuildInfo");
+	if (cJSON_IsNumber(ec))
+		cJSON_AddNumberToObject(o, "executeCount", ec->valuedouble);
+	else
+		cJSON_AddNullToObject(o, "executeCount");
+	copy_str(o, info, "containerHashId", 0);
+	return o;
+}
+
+char *
+build_info_json(const cJSON *info)
+{
+	cJSON *o = build_info_obj(info);
+	char *s = json_print(o);
+
+	cJSON_Delete(o);
+	return s;
+}
+
+char *
+build_finish_json(const struct build *b)
+{
+	cJSON *o = build_info_obj(b->info), *e;
+	char *s;
+
+	cJSON_AddBoolToObject(o, "success", b->success);
+	json_add_str(o, "message", b->message ? b->message : "");
+	if (b->success || b->error_code == 0) {
+		cJSON_AddNullToObject(o, "error");
+	} else {
+		e = cJSON_AddObjectToObject(o, "error");
+		json_add_str(e, "errorType", "USER");
+		json_add_str(e, "errorMessage", b->message ? b->message : "");
+		cJSON_AddNumberToObject(e, "errorCode", b->error_code);
+	}
+	s = json_print(o);
+	cJSON_Delete(o);
+	return s;
+}
+
+char *
+build_start_script(const char *shell, const char *java, const char *workdir,
+    const struct build *b, const char *b64arg)
+{
+	char *qw = shell_quote(workdir), *qj = shell_quote(java);
+	char *qs = shell_quote(b->start_script), *qp = shell_quote(b->prepare_script);
+	char *qe = shell_quote(b->error_file);
+	char *tmp = xasprintf("%s/" BUILD_TMP, workdir), *qt = shell_quote(tmp);
+	char *jar = xasprintf("%s/worker-agent.jar", workdir), *qjar = shell_quote(jar);
+	char *out;
+
+	out = xasprintf("#!%s\ncd %s\n%s -Ddevops.slave.agent.start.file=%s "
+	    "-Ddevops.slave.agent.prepare.start.file=%s "
+	    "-Ddevops.agent.error.file=%s -Dbuild.type=AGENT "
+	    "-DAGENT_LOG_PREFIX=%s_agent -Xmx2g -Djava.io.tmpdir=%s -jar %s %s",
+	    shell, qw, qj, qs, qp, qe, b->key, qt, qjar, b64arg);
+	free(qw); free(qj); free(qs); free(qp); free(qe);
+	free(tmp); free(qt); free(jar); free(qjar);
+	return out;
+}
+
+char *
+build_prepare_script(const char *shell, const char *start_script)
+{
+	char *q = shell_quote(start_script), *out;
+
+	/* tcsh takes the login flag after the script (§6.4). */
+	if (strcmp(shell, "/bin/tcsh") == 0)
+		out = xasprintf("#!%s\nexec %s %s -l\n", shell, shell, q);
+	else
+		out = xasprintf("#!%s\nexec %s -l %s\n", shell, shell, q);
+	free(q);
+	return out;
+}
+
+/* ---------------------------------------------------------------- table */
+
+int
+build_active_count(void)
+{
+	struct build *b;
+	int n = 0;
+
+	for (b = builds; b != NULL; b = b->next)
+		if (b->state != B_FINISHED)
+			n++;
+	return n;
+}
+
+int
+build_total_count(void)
+{
+	struct build *b;
+	int n = 0;
+
+	for (b = builds; b != NULL; b = b->next)
+		n++;
+	return n;
+}
+
+cJSON *
+build_task_list(void)
+{
+	cJSON *arr = NULL;
+	struct build *b;
+
+	for (b = builds; b != NULL; b = b->next) {
+		cJSON *t;
+		if (b->state == B_FINISHED)
+			continue;
+		if (arr == NULL)
+			arr = cJSON_CreateArray();
+		t = cJSON_CreateObject();
+		json_add_str(t, "projectId", b->project_id);
+		json_add_str(t, "buildId", b->build_id);
+		json_add_str(t, "vmSeqId", b->vm_seq_id);
+		json_add_str(t, "workspace", b->workspace);
+		cJSON_AddItemToArray(arr, t);
+	}
+	return arr;
+}
+
+/* Reject a pulled build whose fields have the wrong types (§1 decoding). */
+static int
+info_valid(const cJSON *info, char *err, size_t errlen)
+{
+	static const char *strs[] = { "projectId", "buildId", "vmSeqId" };
+	static const char *opt_strs[] = { "workspace", "pipelineId", "containerHashId" };
+	const cJSON *o;
+	long long ll;
+	size_t i;
+
+	for (i = 0; i < nitems(strs); i++) {
+		const cJSON *it = json_get(info, strs[i]);
+		if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
+			snprintf(err, errlen, "build has no string '%s'", strs[i]);
+			return -1;
+		}
+		/* Used in file names: no path separators or dot-dot. */
+		if (strchr(it->valuestring, '/') != NULL ||
+		    strstr(it->valuestring, "..") != NULL) {
+			snprintf(err, errlen, "build '%s' is not a safe name", strs[i]);
+			return -1;
+		}
+	}
+	for (i = 0; i < nitems(opt_strs); i++) {
+		const cJSON *it = json_get(info, opt_strs[i]);
+		if (it != NULL && !cJSON_IsNull(it) && !cJSON_IsString(it)) {
+			snprintf(err, errlen, "build '%s' is not a string", opt_strs[i]);
+			return -1;
+		}
+	}
+	if (json_get_ll(info, "executeCount", &ll, NULL) == -1 ||
+	    json_get_obj(info, "dockerBuildInfo", &o) == -1) {
+		snprintf(err, errlen, "build executeCount/dockerBuildInfo has the wrong type");
+		return -1;
+	}
+	return 0;
+}
+
+/* New table entry for a pulled (or journaled) build; takes info. */
+static struct build *
+build_new(cJSON *info)
+{
+	struct build *b = xcalloc(1, sizeof(*b));
+	const cJSON *ws = json_get(info, "workspace");
+
+	b->info = info;
+	b->project_id = json_get(info, "projectId")->valuestring;
+	b->build_id = json_get(info, "buildId")->valuestring;
+	b->vm_seq_id = json_get(info, "vmSeqId")->valuestring;
+	b->workspace = cJSON_IsString(ws) ? ws->valuestring : "";
+	b->key = xasprintf("%s_%s", b->build_id, b->vm_seq_id);
+	b->journal = xasprintf(JOURNAL_DIR "/%s.json", b->key);
+	b->error_file = xasprintf("%s/" BUILD_TMP "/%s_build_msg.log", A.workdir, b->key);
+	b->start_script = xasprintf("%s/devops_agent_start_%s_%s.sh", A.workdir,
+	    b->project_id, b->key);
+	b->prepare_script = xasprintf("%s/devops_agent_prepare_start_%s_%s.sh",
+	    A.workdir, b->project_id, b->key);
+	b->pidfd = -1;
+	timer_init(&b->report_timer, "finish-report", report_send, b);
+	b->next = builds;
+	builds = b;
+	return b;
+}
+
+static void
+build_free(struct build *b)
+{
+	struct build **pp;
+
+	for (pp = &builds; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	timer_cancel(&b->watch_timer);
+	timer_cancel(&b->report_timer);
+	if (b->pidfd != -1) {
+		ev_fd_del(b->pidfd);
+		close(b->pidfd);
+	}
+	cJSON_Delete(b->info);
+	free(b->key);
+	free(b->journal);
+	free(b->error_file);
+	free(b->start_script);
+	free(b->prepare_script);
+	free(b->cgroup);
+	free(b->message);
+	free(b);
+}
+
+/* ---------------------------------------------------------------- journal */
+
+static const char *state_names[] = { "claimed", "running", "finished" };
+
+/* Atomically rewrite the journal entry of b. 0, or -1 (logged). */
+static int
+journal_write(struct build *b)
+{
+	cJSON *j = cJSON_CreateObject(), *res;
+	char *text;
+	int rc;
+
+	cJSON_AddItemToObject(j, "build", cJSON_Duplicate(b->info, 1));
+	json_add_str(j, "state", state_names[b->state]);
+	cJSON_AddNumberToObject(j, "pid", b->pid);
+	cJSON_AddNumberToObject(j, "startTime", (double)b->start_time);
+	cJSON_AddNumberToObject(j, "pgid", b->pid);
+	if (b->cgroup != NULL)
+		json_add_str(j, "cgroup", b->cgroup);
+	if (b->state == B_FINISHED) {
+		res = cJSON_AddObjectToObject(j, "result");
+		cJSON_AddBoolToObject(res, "success", b->success);
+		json_add_str(res, "message", b->message);
+		cJSON_AddNumberToObject(res, "errorCode", b->error_code);
+	}
+	text = json_print(j);
+	cJSON_Delete(j);
+	rc = fs_write_atomic(b->journal, text, strlen(text), 0600);
+	free(text);
+	if (rc == -1) {
+		log_warn("build %s: cannot write journal %s", b->key, b->journal);
+		agent_check_io_error(errno, "build journal");
+	}
+	return rc;
+}
+
+/* ---------------------------------------------------------------- end */
+
+/* Read the worker's error file: new string ("" when missing/empty). */
+static char *
+error_file_read(const struct build *b)
+{
+	char *buf = NULL;
+
+	if (fs_read_file(b->error_file, ERROR_FILE_MAX, &buf, NULL) == -1)
+		return xstrdup("");
+	str_trim(buf);
+	return buf;
+}
+
+/*
+ * The worker leader ended. Decide the outcome from the error file (§6.8) and,
+ * when we reaped it, its wait status too (W12: a non-zero exit without a
+ * message is a failure, not a success).
+ */
+static void
+build_ended(struct build *b, int have_status, int status)
+{
+	char *msg = error_file_read(b), *text;
+
+	log_info("build %s: worker %ld ended (%s)", b->key, (long)b->pid,
+	    have_status ? child_status_str(status) : "adopted, status unknown");
+	tree_terminate(b->pid, b->cgroup, agent_period(P_KILL_GRACE));
+	if (*msg != '\0') {
+		build_finish(b, 0, msg, ERR_BUILD_PROCESS_RUN);
+	} else if (have_status && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		text = xasprintf("worker process %ld ended with %s and left no "
+		    "message", (long)b->pid, child_status_str(status));
+		build_finish(b, 0, text, ERR_BUILD_PROCESS_RUN);
+		free(text);
+	} else {
+		text = xasprintf("worker process %ld exited", (long)b->pid);
+		build_finish(b, 1, text, 0);
+		free(text);
+	}
+	free(msg);
+}
+
+/* Reaper callback for a worker we started. */
+static void
+worker_exited(pid_t pid, int status, void *arg)
+{
+	(void)pid;
+	build_ended(arg, 1, status);
+}
+
+/* pidfd of an adopted worker became readable: it exited. */
+static void
+adopted_fd_ready(int fd, short revents, void *arg)
+{
+	struct build *b = arg;
+
+	(void)revents;
+	ev_fd_del(fd);
+	close(fd);
+	b->pidfd = -1;
+	build_ended(b, 0, 0);
+}
+
+/* Fallback watch: poll /proc once a second. */
+static void
+adopted_poll(void *arg)
+{
+	struct build *b = arg;
+
+	if (proc_same(b->pid, b->start_time))
+		timer_set(&b->watch_timer, 1000);
+	else
+		build_ended(b, 0, 0);
+}
+
+/* Watch a worker that is not our child (adopted after a restart). */
+static void
+watch_adopted(struct build *b)
+{
+#ifdef SYS_pidfd_open
+	int fd = (int)syscall(SYS_pidfd_open, b->pid, 0);
+
+	if (fd != -1) {
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+		/* Re-check identity: the pid may have been reused meanwhile. */
+		if (proc_same(b->pid, b->start_time) &&
+		    ev_fd_add(fd, POLLIN, adopted_fd_ready, b) == 0) {
+			b->pidfd = fd;
+			log_info("build %s: watching adopted worker %ld (pidfd)",
+			    b->key, (long)b->pid);
+			return;
+		}
+		close(fd);
+	}
+#endif
+	log_info("build %s: watching adopted worker %ld (1 s /proc poll)",
+	    b->key, (long)b->pid);
+	timer_init(&b->watch_timer, "adopted-watch", adopted_poll, b);
+	timer_set(&b->watch_timer, 1000);
+}
+
+/* Remove the per-build files the worker no longer needs (§6.9 step 1). */
+static void
+build_remove_files(const struct build *b)
+{
+	(void)unlink(b->start_script);
+	(void)unlink(b->prepare_script);
+	(void)unlink(b->error_file);
+}
+
+/*
+ * The outcome is known: journal it first, then queue the report (outbox).
+ * A successful report waits P_FINISH_DELAY to give the worker's own end
+ * report a head start, as GoAgent does (§6.9 step 3).
+ */
+static void
+build_finish(struct build *b, int success, const char *msg, int code)
+{
+	b->state = B_FINISHED;
+	b->success = success;
+	free(b->message);
+	b->message = xstrdup(msg ? msg : "");
+	b->error_code = success ? 0 : code;
+	if (success)
+		log_info("build %s: success: %s", b->key, b->message);
+	else
+		log_warnx("build %s: failed (%d): %s", b->key, code, b->message);
+	(void)journal_write(b);
+	build_remove_files(b);
+	cleanup_build_tmp();
+	timer_set(&b->report_timer, success ? agent_period(P_FINISH_DELAY) : 0);
+	build_kick();
+}
+
+/* ---------------------------------------------------------------- outbox */
+
+/* workerBuildFinish answered: status 0 ends the build; else retry later. */
+static void
+report_done(struct http_result *r, void *arg)
+{
+	struct build *b = arg;
+	struct envelope env;
+	char err[300];
+	int64_t delay;
+
+	b->report_busy = 0;
+	b->reports_sent++;
+	if (r->ok && envelope_parse(r->body, r->len, &env, err, sizeof(err)) == 0) {
+		if (env.status == 0) {
+			envelope_free(&env);
+			log_info("build %s: finish report acknowledged", b->key);
+			if (unlink(b->journal) == -1 && errno != ENOENT)
+				log_warn("build %s: cannot remove journal", b->key);
+			build_free(b);
+			agent_maybe_finish();
+			return;
+		}
+		snprintf(err, sizeof(err), "status %lld: %s", env.status,
+		    env.message ? env.message : "(no message)");
+		envelope_free(&env);
+	} else if (!r->ok) {
+		snprintf(err, sizeof(err), "%s", r->error);
+	}
+	/* Exponential backoff 1 s .. 60 s with +-20 % jitter. */
+	b->report_backoff = b->report_backoff ? b->report_backoff * 2 : 1000;
+	if (b->report_backoff > 60000)
+		b->report_backoff = 60000;
+	if (A.fast && b->report_backoff > 1000)
+		b->report_backoff = 1000;
+	delay = b->report_backoff * (80 + random() % 41) / 100;
+	log_warnx("build %s: finish report failed (%s); retry in %lld ms",
+	    b->key, err, (long long)delay);
+	timer_set(&b->report_timer, delay);
+}
+
+/* POST workerBuildFinish for b. */
+static void
+report_send(void *arg)
+{
+	struct build *b = arg;
+	char *body;
+
+	if (b->report_busy || b->state != B_FINISHED)
+		return;
+	body = build_finish_json(b);
+	if (http_json("POST", EP_FINISH, body, report_done, b) == -1)
+		timer_set(&b->report_timer, 1000);
+	else
+		b->report_busy = 1;
+	free(body);
+}
+
+void
+build_flush_reports(int budget_ms)
+{
+	int64_t end = mono_ms() + budget_ms;
+	struct build *b;
+	int pending;
+
+	for (b = builds; b != NULL; b = b->next)
+		if (b->state == B_FINISHED && !b->report_busy)
+			report_send(b);
+	do {
+		pending = 0;
+		for (b = builds; b != NULL; b = b->next)
+			if (b->report_busy)
+				pending = 1;
+		if (pending)
+			ev_run_once(50);
+	} while (pending && mono_ms() < end);
+}
+
+/* ---------------------------------------------------------------- launch */
+
+/* Resolve the user a build runs as (§6.7). Returns 0, or -1 with err. */
+static int
+build_user(struct envlist *env, struct spawn_opts *o, char *err, size_t errlen)
+{
+	const char *want = A.cfg.slave_user && *A.cfg.slave_user ?
+	    A.cfg.slave_user : A.user;
+	struct passwd *pw;
+
+	if (strcmp(want, A.user) == 0 && !str_blank(getenv("HOME")) &&
+	    !str_blank(getenv("USER")) && !str_blank(getenv("LOGNAME")))
+		return 0;
+	if ((pw = getpwnam(want)) == NULL) {
+		snprintf(err, errlen, "user '%s' not found: check devops.slave.user "
+		    "in .agent.properties", want);
+		return -1;
+	}
+	if (pw->pw_uid != geteuid()) {
+		o->switch_user = 1;
+		o->uid = pw->pw_uid;
+		o->gid = pw->pw_gid;
+		o->user = want;
+	}
+	envlist_set(env, "HOME", pw->pw_dir);
+	envlist_set(env, "USER", pw->pw_name);
+	envlist_set(env, "LOGNAME", pw->pw_name);
+	return 0;
+}
+
+/* The worker's environment (§6.6). */
+void
+build_env(const struct build *b, struct envlist *env)
+{
+	char *gw = config_gateway_base(A.cfg.gateway);
+	const cJSON *it;
+
+	envlist_init(env, 1);
+	envlist_set(env, "DEVOPS_AGENT_VERSION", AGENT_VERSION);
+	envlist_set(env, "DEVOPS_WORKER_VERSION", A.worker_version);
+	envlist_set(env, "DEVOPS_PROJECT_ID", b->project_id);
+	envlist_set(env, "DEVOPS_BUILD_ID", b->build_id);
+	envlist_set(env, "DEVOPS_VM_SEQ_ID", b->vm_seq_id);
+	envlist_set(env, "DEVOPS_SLAVE_VERSION", A.worker_version);
+	envlist_set(env, "PROJECT_ID", b->project_id);
+	envlist_set(env, "BUILD_ID", b->build_id);
+	envlist_set(env, "VM_SEQ_ID", b->vm_seq_id);
+	envlist_set(env, "DEVOPS_FILE_GATEWAY", A.cfg.file_gateway);
+	envlist_set(env, "DEVOPS_GATEWAY", gw);
+	envlist_set(env, "BK_CI_LOCALE_LANGUAGE", A.cfg.language);
+	cJSON_ArrayForEach(it, A.envs)
+		if (it->string != NULL && cJSON_IsString(it))
+			envlist_set(env, it->string, it->valuestring);
+	/* Test knob of the agent itself; workers never need it. */
+	envlist_unset(env, "DEVOPS_AGENT_TEST_FAST");
+	free(gw);
+}
+
+/*
+ * Worker jar self-heal (§6.10): restore it from tmp/ when missing. Unlike
+ * GoAgent, a build that cannot run is not started (W11). 0 or -1 (reported).
+ */
+static int
+worker_jar_check(struct build *b)
+{
+	char *v;
+
+	if (fs_is_file("worker-agent.jar"))
+		return 0;
+	if (!fs_is_file("tmp/worker-agent.jar")) {
+		agent_set_exit_error("THIRD_AGENT_EXIT_NOT_WORKER",
+		    "worker-agent.jar is missing and tmp/worker-agent.jar too");
+		build_finish(b, 0, "worker-agent.jar is missing and there is no "
+		    "copy in tmp/ to restore it from", ERR_LOSE_RUN_FILE);
+		return -1;
+	}
+	log_warnx("worker-agent.jar missing: restoring it from tmp/");
+	if (fs_copy_file("tmp/worker-agent.jar", "worker-agent.jar", 0644) == -1) {
+		char *m = xasprintf("cannot restore worker-agent.jar from tmp/: %s",
+		    strerror(errno));
+		build_finish(b, 0, m, ERR_RECOVER_RUN_FILE);
+		free(m);
+		return -1;
+	}
+	v = host_worker_version("worker-agent.jar", A.workdir);
+	if (v[0] != 'v') {
+		free(v);
+		build_finish(b, 0, "restored worker-agent.jar does not report a "
+		    "version", ERR_RECOVER_RUN_FILE);
+		return -1;
+	}
+	free(A.worker_version);
+	A.worker_version = v;
+	return 0;
+}
+
+/* Write one per-build file (mode, owner of the build user). */
+static int
+write_build_file(const char *path, const char *text, mode_t mode,
+    const struct spawn_opts *o)
+{
+	if (fs_write_atomic(path, text, strlen(text), mode) == -1)
+		return -1;
+	if (o->switch_user && chown(path, o->uid, o->gid) == -1)
+		return -1;
+	return 0;
+}
+
+/* Start the worker of a claimed build (§6.3-6.8). */
+static void
+build_launch(struct build *b)
+{
+	struct spawn_opts o;
+	struct envlist env;
+	char err[512], *java, *info, *b64, *text;
+	const char *shell = "/bin/bash";
+	const char *sh_env = getenv("SHELL");
+	pid_t pid;
+
+	if (worker_jar_check(b) == -1)
+		return;
+	memset(&o, 0, sizeof(o));
+	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
+	build_env(b, &env);
+	if (build_user(&env, &o, err, sizeof(err)) == -1) {
+		envlist_free(&env);
+		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
+		return;
+	}
+	if ((fs_mkdir_p(BUILD_TMP, 0777) == -1 || chmod(BUILD_TMP, 0777) == -1)) {
+		snprintf(err, sizeof(err), "cannot create %s: %s", BUILD_TMP,
+		    strerror(errno));
+		agent_check_io_error(errno, "build_tmp");
+		envlist_free(&env);
+		build_finish(b, 0, err, ERR_MAKE_TMP_DIR);
+		return;
+	}
+	if (A.cfg.detect_shell && !str_blank(sh_env))
+		shell = sh_env;
+	java = agent_java_path();
+	info = build_info_json(b->info);
+	b64 = base64_encode(info, strlen(info));
+	free(info);
+	text = build_start_script(shell, java, A.workdir, b, b64);
+	free(b64);
+	free(java);
+	/*
+	 * The worker clears the error file when it starts and rewrites it with
+	 * its errors at exit; a SIGKILLed worker leaves this text (§6.8).
+	 * Written before the start, unlike GoAgent (W12 race).
+	 */
+	if (write_build_file(b->error_file, KILLED_MSG, 0644, &o) == -1 ||
+	    write_build_file(b->start_script, text, 0700, &o) == -1) {
+		snprintf(err, sizeof(err), "cannot write build scripts: %s",
+		    strerror(errno));
+		agent_check_io_error(errno, "build scripts");
+		free(text);
+		envlist_free(&env);
+		build_finish(b, 0, err, ERR_PREPARE_SCRIPT);
+		return;
+	}
+	free(text);
+	text = build_prepare_script(shell, b->start_script);
+	if (write_build_file(b->prepare_script, text, 0700, &o) == -1) {
+		snprintf(err, sizeof(err), "cannot write build scripts: %s",
+		    strerror(errno));
+		agent_check_io_error(errno, "build scripts");
+		free(text);
+		envlist_free(&env);
+		build_finish(b, 0, err, ERR_PREPARE_SCRIPT);
+		return;
+	}
+	free(text);
+
+	b->cgroup = tree_cgroup_create(b->key);
+	char *argv[] = { b->prepare_script, NULL };
+	o.path = b->prepare_script;
+	o.argv = argv;
+	o.envp = env.v;
+	o.cwd = A.workdir;
+	o.new_session = 1;	/* an agent restart never touches the worker */
+	o.cgroup_procs = tree_cgroup_procs(b->cgroup);
+	pid = child_spawn(&o, err, sizeof(err));
+	envlist_free(&env);
+	if (pid == -1) {
+		tree_cgroup_remove(b->cgroup);
+		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
+		return;
+	}
+	b->pid = pid;
+	b->start_time = proc_start_time(pid);
+	b->state = B_RUNNING;
+	child_watch(pid, worker_exited, b);
+	(void)journal_write(b);
+	log_info("build %s: worker started, pid %ld%s", b->key, (long)pid,
+	    b->cgroup ? " (own cgroup)" : "");
+}
+
+/* A build arrived from the pull: journal it, then launch it. */
+static void
+build_claimed(cJSON *info)
+{
+	struct build *b = build_new(info);
+	const cJSON *dbi = json_get(info, "dockerBuildInfo");
+
+	log_info("build %s claimed (project %s, workspace '%s')", b->key,
+	    b->project_id, b->workspace);
+	(void)journal_write(b);
+	if (cJSON_IsObject(dbi)) {
+		/* Never dropped (W24): a docker job is reported as failed. */
+		log_warnx("build %s is a docker build; docker builds are not "
+		    "supported by this agent", b->key);
+		build_finish(b, 0, "docker builds are not supported by this agent "
+		    "(binary builds only)", ERR_DOCKER_OS);
+		return;
+	}
+	build_launch(b);
+}
+
+/* ---------------------------------------------------------------- pull loop */
+
+/* 1 when another normal build may start (0 would mean unlimited: W9). */
+static int
+can_run(void)
+{
+	int cap = A.cfg.parallel_task_count;
+
+	return cap <= 0 ? 1 : build_active_count() < cap;
+}
+
+/* Why the pull loop waits, or NULL when it may claim. */
+static const char *
+pull_gate(void)
+{
+	if (A.mode != MODE_RUN)
+		return "not claiming (stopping or draining)";
+	if (!A.started)
+		return "startup not acknowledged yet";
+	if (A.build_lock)
+		return "build lock held by an upgrade";
+	if (!can_run())
+		return "parallel task cap reached";
+	return NULL;
+}
+
+static void pull_tick(void *arg);
+
+/* Schedule the next pull. */
+static void
+pull_again(int64_t ms)
+{
+	pull_busy = 0;
+	timer_set(&pull_timer, ms);
+}
+
+/* GET startup?buildType= answered. */
+static void
+pull_done(struct http_result *r, void *arg)
+{
+	struct envelope env;
+	char err[160];
+
+	(void)arg;
+	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
+		log_warnx("build pull failed: %s", r->ok ? err : r->error);
+		pull_again(agent_period(P_BUILD_PULL));
+		return;
+	}
+	if (env.status != 0 || env.data == NULL) {
+		if (env.status != 0)
+			log_warnx("build pull: status %lld: %s", env.status,
+			    env.message ? env.message : "");
+		envelope_free(&env);
+		pull_again(agent_period(P_BUILD_PULL));
+		return;
+	}
+	if (!cJSON_IsObject(env.data) || info_valid(env.data, err, sizeof(err)) == -1) {
+		log_error("build pull: malformed build, not started: %s",
+		    cJSON_IsObject(env.data) ? err : "data is not an object");
+		envelope_free(&env);
+		pull_again(agent_period(P_BUILD_PULL));
+		return;
+	}
+	cJSON *info = cJSON_Duplicate(env.data, 1);
+	envelope_free(&env);
+	build_claimed(info);
+	/* More may be queued: ask again at once while slots are free. */
+	pull_again(0);
+}
+
+/* GET status answered: claim only when IMPORT_OK (§5.5). */
+static void
+status_done(struct http_result *r, void *arg)
+{
+	struct envelope env;
+	char err[160];
+	const char *gate;
+
+	(void)arg;
+	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
+		log_warnx("status check failed: %s", r->ok ? err : r->error);
+		pull_again(agent_period(P_BUILD_PULL));
+		return;
+	}
+	if (env.status != 0 || !cJSON_IsString(env.data) ||
+	    strcmp(env.data->valuestring, "IMPORT_OK") != 0) {
+		log_info("status check: %s; not claiming",
+		    env.status != 0 ? (env.message ? env.message : "error") :
+		    cJSON_IsString(env.data) ? env.data->valuestring : "no status");
+		envelope_free(&env);
+		pull_again(agent_period(P_BUILD_PULL));
+		return;
+	}
+	envelope_free(&env);
+	if ((gate = pull_gate()) != NULL) {
+		log_debug("build pull: %s", gate);
+		pull_again(agent_period(P_BUILD_PULL));
+		return;
+	}
+	if (http_json("GET", EP_PULL "?buildType=BINARY", NULL, pull_done, NULL) == -1)
+		pull_again(agent_period(P_BUILD_PULL));
+}
+
+/* Pull tick: gates, then GET status. */
+static void
+pull_tick(void *arg)
+{
+	const char *gate;
+
+	(void)arg;
+	if (pull_busy)
+		return;
+	if ((gate = pull_gate()) != NULL) {
+		log_debug("build pull: %s", gate);
+		timer_set(&pull_timer, agent_period(P_BUILD_PULL));
+		return;
+	}
+	pull_busy = 1;
+	if (http_json("GET", EP_STATUS, NULL, status_done, NULL) == -1)
+		pull_again(agent_period(P_BUILD_PULL));
+}
+
+void
+build_kick(void)
+{
+	if (!pull_busy && pull_gate() == NULL)
+		timer_set(&pull_timer, 0);
+}
+
+/* ---------------------------------------------------------------- recovery */
+
+/* Re-adopt one journal entry after a restart (docs/durability.md). */
+static void
+journal_recover(const char *path)
+{
+	char *text = NULL, err[160], *state = NULL;
+	cJSON *j, *info;
+	const cJSON *res;
+	long long pid = 0, start = 0;
+	struct build *b;
+
+	if (fs_read_file(path, 1 << 20, &text, NULL) == -1) {
+		log_warn("journal %s unreadable", path);
+		return;
+	}
+	j = cJSON_Parse(text);
+	free(text);
+	info = j ? (cJSON *)json_get(j, "build") : NULL;
+	if (info == NULL || !cJSON_IsObject(info) ||
+	    info_valid(info, err, sizeof(err)) == -1 ||
+	    json_get_str(j, "state", &state) == -1 || state == NULL ||
+	    json_get_ll(j, "pid", &pid, NULL) == -1 ||
+	    json_get_ll(j, "startTime", &start, NULL) == -1) {
+		char *bad = xasprintf("%s.corrupt", path);
+		log_error("journal %s is corrupt; kept as %s", path, bad);
+		(void)rename(path, bad);
+		free(bad);
+		free(state);
+		cJSON_Delete(j);
+		return;
+	}
+	info = cJSON_DetachItemViaPointer(j, info);
+	b = build_new(info);
+	b->pid = (pid_t)pid;
+	b->start_time = (unsigned long long)start;
+	if (json_get_str(j, "cgroup", &b->cgroup) == -1)
+		b->cgroup = NULL;
+	if (strcmp(state, "finished") == 0 &&
+	    json_get_obj(j, "result", &res) == 0 && res != NULL) {
+		int ok = 0, code = 0;
+		char *msg = NULL;
+		(void)json_get_bool(res, "success", &ok);
+		(void)json_get_int(res, "errorCode", &code, NULL);
+		(void)json_get_str(res, "message", &msg);
+		b->state = B_FINISHED;
+		b->success = ok;
+		b->message = msg ? msg : xstrdup("");
+		b->error_code = code;
+		log_info("build %s: finish report pending from before the restart", b->key);
+		timer_set(&b->report_timer, 0);
+	} else if (strcmp(state, "running") == 0 && proc_same(b->pid, b->start_time)) {
+		b->state = B_RUNNING;
+		b->adopted = 1;
+		log_info("build %s: worker %ld still running; re-adopted", b->key,
+		    (long)b->pid);
+		watch_adopted(b);
+	} else if (strcmp(state, "running") == 0) {
+		b->state = B_RUNNING;
+		log_info("build %s: worker %ld ended while the agent was down", b->key,
+		    (long)b->pid);
+		build_ended(b, 0, 0);
+	} else {
+		log_warnx("build %s: claimed but never started before the restart",
+		    b->key);
+		build_finish(b, 0, "the agent restarted before the worker started",
+		    ERR_BUILD_PROCESS_START);
+	}
+	free(state);
+	cJSON_Delete(j);
+}
+
+/* Load every journal entry. */
+static void
+journal_load(void)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (fs_mkdir_p(JOURNAL_DIR, 0700) == -1) {
+		log_warn("cannot create %s", JOURNAL_DIR);
+		return;
+	}
+	if ((d = opendir(JOURNAL_DIR)) == NULL) {
+		log_warn("cannot open %s", JOURNAL_DIR);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		char *path;
+		if (e->d_name[0] == '.' || !str_ends(e->d_name, ".json"))
+			continue;
+		path = xasprintf(JOURNAL_DIR "/%s", e->d_name);
+		journal_recover(path);
+		free(path);
+	}
+	closedir(d);
+}
+
+void
+build_start_loop(void)
+{
+	timer_init(&pull_timer, "build-pull", pull_tick, NULL);
+	journal_load();
+	if (builds != NULL)
+		log_info("journal: %d build(s) recovered, %d counting against the cap",
+		    build_total_count(), build_active_count());
+	timer_set(&pull_timer, agent_period(P_BUILD_PULL));
+}

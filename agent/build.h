@@ -1,0 +1,99 @@
+/*
+ * build.h - one build (a claimed job) from claim to acknowledged finish.
+ *
+ * Life cycle, each step journaled to runtime/builds/<buildId>_<vmSeqId>.json
+ * by an atomic rewrite before it takes effect (docs/durability.md):
+ *
+ *   CLAIMED  -> the server handed it out; nothing started yet
+ *   RUNNING  -> the worker runs (pid + start time identify it)
+ *   FINISHED -> the outcome is known; the finish report is in the outbox
+ *   (gone)   -> the server acknowledged workerBuildFinish; journal deleted
+ */
+#ifndef BUILD_H
+#define BUILD_H
+
+#include <sys/types.h>
+#include <cjson/cJSON.h>
+
+#include "ev.h"
+
+/* workerBuildFinish error codes (protocol Appendix A). */
+#define ERR_BUILD_PROCESS_RUN	2128040
+#define ERR_RECOVER_RUN_FILE	2128041
+#define ERR_LOSE_RUN_FILE	2128042
+#define ERR_MAKE_TMP_DIR	2128043
+#define ERR_BUILD_PROCESS_START	2128044
+#define ERR_PREPARE_SCRIPT	2128045
+#define ERR_DOCKER_OS		2128046
+
+enum build_state { B_CLAIMED, B_RUNNING, B_FINISHED };
+
+struct build {
+	cJSON		*info;		/* pulled ThirdPartyBuildInfo (owned) */
+	const char	*project_id;	/* borrowed from info */
+	const char	*build_id;
+	const char	*vm_seq_id;
+	const char	*workspace;
+	char		*key;		/* "<buildId>_<vmSeqId>" */
+	char		*journal;	/* runtime/builds/<key>.json */
+	char		*error_file;	/* build_tmp/<key>_build_msg.log (absolute) */
+	char		*start_script;	/* absolute paths */
+	char		*prepare_script;
+	enum build_state state;
+	pid_t		 pid;		/* worker leader (prepare script shell) */
+	unsigned long long start_time;	/* proc_start_time(pid) */
+	int		 adopted;	/* not our child: watched by pidfd/poll */
+	int		 pidfd;		/* adopted watch fd, -1 if none */
+	char		*cgroup;	/* per-build cgroup dir, or NULL */
+	/* outcome */
+	int		 success;
+	char		*message;
+	int		 error_code;	/* 0 when success */
+	/* timers */
+	struct timer	 watch_timer;	/* /proc poll fallback for adopted workers */
+	struct timer	 kill_timer;	/* SIGKILL the leftovers after the grace */
+	struct timer	 report_timer;	/* outbox retry */
+	int64_t		 report_backoff;
+	int		 report_busy;
+	int		 reports_sent;
+	struct build	*next;
+};
+
+/**
+ * Build the JSON the worker receives in base64 (protocol Appendix B): keys
+ * projectId, buildId, vmSeqId, workspace, pipelineId, dockerBuildInfo,
+ * executeCount, containerHashId in that order, absent values "" / null.
+ * Returns a new string (caller frees).
+ */
+char *build_info_json(const cJSON *info);
+
+/**
+ * The workerBuildFinish body (protocol §7.8): the pulled build flattened with
+ * success, message and error {errorType USER, errorMessage, errorCode} (null
+ * on success). New string, caller frees.
+ */
+char *build_finish_json(const struct build *b);
+
+/**
+ * Text of the unix start script (agent-behaviour §6.4) with every path
+ * single-quoted (W18). shell: interpreter; java: java binary; workdir:
+ * install dir; b64arg: the worker's last argument. New string, caller frees.
+ */
+char *build_start_script(const char *shell, const char *java,
+    const char *workdir, const struct build *b, const char *b64arg);
+
+/** Text of the prepare script: "#!<shell>\nexec <shell> -l '<start>'". */
+char *build_prepare_script(const char *shell, const char *start_script);
+
+struct envlist;
+/**
+ * The worker's environment (agent-behaviour §6.6): the agent's own
+ * environment plus DEVOPS_* variables and the heartbeat envs (which win).
+ * env is initialised here; free with envlist_free.
+ */
+void build_env(const struct build *b, struct envlist *env);
+
+/** Quote s for a POSIX shell ('...' with ' as '\''). New string. */
+char *shell_quote(const char *s);
+
+#endif

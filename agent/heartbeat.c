@@ -1,0 +1,294 @@
+/*
+ * heartbeat.c - the startup call (retried until it succeeds) and the 10 s
+ * heartbeat (protocol §7.1, §7.3; agent-behaviour §5.1, §5.4).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "ev.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+static struct timer startup_timer, heartbeat_timer;
+static int64_t startup_backoff;
+static int heartbeat_busy;
+
+static void startup_send(void *arg);
+
+/* Log a failed call in one line: transport error, HTTP code, or envelope. */
+static void
+log_call_failure(const char *what, const struct http_result *r,
+    const struct envelope *env, const char *err)
+{
+	if (!r->ok)
+		log_warnx("%s failed: %s", what, r->error);
+	else if (err != NULL)
+		log_warnx("%s failed: HTTP %ld, %s", what, r->code, err);
+	else
+		log_warnx("%s failed: HTTP %ld, status %lld: %s", what, r->code,
+		    env->status, env->message ? env->message : "(no message)");
+}
+
+/* Startup answered: done, or retry with backoff (1 s doubling to 60 s). */
+static void
+startup_done(struct http_result *r, void *arg)
+{
+	struct envelope env;
+	char err[160];
+	int parsed;
+
+	(void)arg;
+	parsed = r->ok && envelope_parse(r->body, r->len, &env, err, sizeof(err)) == 0;
+	if (parsed && env.status == 0) {
+		const char *st = cJSON_IsString(env.data) ? env.data->valuestring : "";
+		log_info("startup reported: agent status %s", st);
+		A.started = 1;
+		envelope_free(&env);
+		build_kick();
+		return;
+	}
+	log_call_failure("startup", r, parsed ? &env : NULL, parsed ? NULL : err);
+	if (parsed)
+		envelope_free(&env);
+	startup_backoff = startup_backoff ? startup_backoff * 2 : 1000;
+	if (startup_backoff > 60000)
+		startup_backoff = 60000;
+	if (A.fast && startup_backoff > 1000)
+		startup_backoff = 1000;
+	log_info("startup: retrying in %lld ms", (long long)startup_backoff);
+	timer_set(&startup_timer, startup_backoff);
+}
+
+/* POST startup (hostname, IP, OS, versions). */
+static void
+startup_send(void *arg)
+{
+	cJSON *b = cJSON_CreateObject();
+	char *body;
+
+	(void)arg;
+	json_add_str(b, "hostname", A.hostname);
+	json_add_str(b, "hostIp", A.ip);
+	json_add_str(b, "detectOS", A.os);
+	json_add_str(b, "masterVersion", AGENT_VERSION);
+	json_add_str(b, "version", A.worker_version);
+	body = json_print(b);
+	cJSON_Delete(b);
+	if (http_json("POST", EP_STARTUP, body, startup_done, NULL) == -1) {
+		log_warnx("startup: cannot start request");
+		timer_set(&startup_timer, 1000);
+	}
+	free(body);
+}
+
+/* The newHeartbeat request body (§7.3). */
+static char *
+heartbeat_body(void)
+{
+	cJSON *b = cJSON_CreateObject(), *props, *dock, *tasks;
+	char *body;
+
+	json_add_str(b, "masterVersion", AGENT_VERSION);
+	json_add_str(b, "slaveVersion", A.worker_version);
+	json_add_str(b, "hostName", A.hostname);
+	json_add_str(b, "agentIp", A.ip);
+	cJSON_AddNumberToObject(b, "parallelTaskCount", A.cfg.parallel_task_count);
+	json_add_str(b, "agentInstallPath", A.workdir);
+	json_add_str(b, "startedUser", A.user);
+	tasks = build_task_list();
+	if (tasks != NULL)
+		cJSON_AddItemToObject(b, "taskList", tasks);
+	else
+		cJSON_AddNullToObject(b, "taskList");
+	props = cJSON_AddObjectToObject(b, "props");
+	json_add_str(props, "arch", A.arch);
+	cJSON_AddItemToObject(props, "jdkVersion", host_jdk_json());
+	dock = cJSON_AddObjectToObject(props, "dockerInitFileMd5");
+	json_add_str(dock, "fileMd5", "");
+	cJSON_AddBoolToObject(dock, "needUpgrade", 0);
+	cJSON_AddNumberToObject(b, "dockerParallelTaskCount",
+	    A.cfg.docker_parallel_task_count);
+	cJSON_AddArrayToObject(b, "dockerTaskList");
+	if (A.exit_error_enum != NULL) {
+		cJSON *e = cJSON_AddObjectToObject(b, "errorExitData");
+		json_add_str(e, "errorEnum", A.exit_error_enum);
+		json_add_str(e, "message", A.exit_error_msg);
+	} else {
+		cJSON_AddNullToObject(b, "errorExitData");
+	}
+	body = json_print(b);
+	cJSON_Delete(b);
+	return body;
+}
+
+/* Replace *field with value when value is non-empty and differs. */
+static int
+adopt_str(char **field, const char *value)
+{
+	if (value == NULL || *value == '\0' ||
+	    (*field != NULL && strcmp(*field, value) == 0))
+		return 0;
+	free(*field);
+	*field = xstrdup(value);
+	return 1;
+}
+
+/*
+ * Apply a decoded heartbeat response (§5.4 step 5). A missing, zero or
+ * negative count is ignored: GoAgent turns it into "unlimited" (W9).
+ * Returns -1 on a type mismatch (the whole response is then discarded).
+ */
+static int
+heartbeat_apply(const cJSON *d)
+{
+	char *gw = NULL, *fgw = NULL, *lang = NULL, *ips = NULL;
+	const cJSON *props = NULL, *envs = NULL;
+	int ptc = 0, dptc = 0, keep = 0, has_ptc, has_dptc, has_keep = 0;
+	int changed = 0, ip_changed = 0, rc = -1;
+
+	if (json_get_int(d, "parallelTaskCount", &ptc, &has_ptc) == -1 ||
+	    json_get_int(d, "dockerParallelTaskCount", &dptc, &has_dptc) == -1 ||
+	    json_get_str(d, "gateway", &gw) == -1 ||
+	    json_get_str(d, "fileGateway", &fgw) == -1 ||
+	    json_get_str(d, "language", &lang) == -1 ||
+	    json_get_obj(d, "props", &props) == -1 ||
+	    json_get_obj(d, "envs", &envs) == -1 ||
+	    json_get_int(props, "keepLogsHours", &keep, &has_keep) == -1 ||
+	    json_get_str(props, "ignoreLocalIps", &ips) == -1)
+		goto out;
+	if (envs != NULL) {
+		const cJSON *it;
+		cJSON_ArrayForEach(it, envs)
+			if (!cJSON_IsString(it) && !cJSON_IsNull(it))
+				goto out;
+	}
+	if (has_ptc && ptc > 0 && ptc != A.cfg.parallel_task_count) {
+		log_info("heartbeat: parallelTaskCount %d -> %d",
+		    A.cfg.parallel_task_count, ptc);
+		A.cfg.parallel_task_count = ptc;
+		changed = 1;
+		build_kick();
+	} else if (has_ptc && ptc <= 0 && ptc != A.cfg.parallel_task_count) {
+		log_warnx("heartbeat: ignoring parallelTaskCount %d (keeping %d)",
+		    ptc, A.cfg.parallel_task_count);
+	}
+	if (has_dptc && dptc > 0 && dptc != A.cfg.docker_parallel_task_count) {
+		A.cfg.docker_parallel_task_count = dptc;
+		changed = 1;
+	}
+	if (adopt_str(&A.cfg.gateway, gw)) {
+		log_info("heartbeat: gateway -> %s", A.cfg.gateway);
+		http_set_gateway(A.cfg.gateway);
+		changed = ip_changed = 1;
+	}
+	if (adopt_str(&A.cfg.file_gateway, fgw)) {
+		log_info("heartbeat: fileGateway -> %s", A.cfg.file_gateway);
+		changed = 1;
+	}
+	if (has_keep && keep > 0 && keep != A.cfg.logs_keep_hours) {
+		A.cfg.logs_keep_hours = keep;
+		changed = 1;
+	}
+	if (adopt_str(&A.cfg.ignore_local_ips, ips))
+		changed = ip_changed = 1;
+	if (adopt_str(&A.cfg.language, lang))
+		changed = 1;
+	cJSON_Delete(A.envs);
+	A.envs = envs != NULL ? cJSON_Duplicate(envs, 1) : NULL;
+	if (changed)
+		agent_save_config();
+	if (ip_changed)
+		host_detect_ip();
+	rc = 0;
+out:
+	free(gw);
+	free(fgw);
+	free(lang);
+	free(ips);
+	return rc;
+}
+
+/* Heartbeat answered: DELETE -> uninstall; else merge the settings. */
+static void
+heartbeat_done(struct http_result *r, void *arg)
+{
+	struct envelope env;
+	char err[160], *status = NULL;
+	int reported_error = *(int *)arg;
+
+	free(arg);
+	heartbeat_busy = 0;
+	timer_set(&heartbeat_timer, agent_period(P_HEARTBEAT));
+	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
+		log_call_failure("heartbeat", r, NULL, r->ok ? err : NULL);
+		return;
+	}
+	if (env.status != 0 || env.data == NULL || !cJSON_IsObject(env.data)) {
+		if (env.status == 0)
+			log_warnx("heartbeat: response without a data object");
+		else
+			log_call_failure("heartbeat", r, &env, NULL);
+		envelope_free(&env);
+		return;
+	}
+	if (json_get_str(env.data, "agentStatus", &status) == -1 ||
+	    heartbeat_apply(env.data) == -1) {
+		log_warnx("heartbeat: response has a field of the wrong type; ignored");
+		free(status);
+		envelope_free(&env);
+		return;
+	}
+	log_debug("heartbeat ok: status %s", status ? status : "-");
+	if (status != NULL && strcmp(status, "DELETE") == 0) {
+		log_warnx("heartbeat: the server deleted this agent; uninstalling "
+		    "once running builds are done");
+		agent_set_mode(MODE_UNINSTALL);
+	}
+	free(status);
+	envelope_free(&env);
+	if (reported_error) {
+		/* HEAD's rule (§5.6): report the fatal condition once, then stop. */
+		log_error("exit error %s reported; exiting with %d",
+		    A.exit_error_enum, EXIT_DAEMON_STOP);
+		A.exit_code = EXIT_DAEMON_STOP;
+		agent_set_mode(MODE_STOP);
+	}
+}
+
+/* Send one heartbeat (first run also syncs the JDK version). */
+static void
+heartbeat_send(void *arg)
+{
+	static int first = 1;
+	int *reported;
+	char *body;
+
+	(void)arg;
+	if (heartbeat_busy)
+		return;
+	host_jdk_sync(first);
+	first = 0;
+	body = heartbeat_body();
+	reported = xmalloc(sizeof(*reported));
+	*reported = A.exit_error_enum != NULL;
+	if (http_json("POST", EP_HEARTBEAT, body, heartbeat_done, reported) == -1) {
+		free(reported);
+		timer_set(&heartbeat_timer, agent_period(P_HEARTBEAT));
+	} else {
+		heartbeat_busy = 1;
+	}
+	free(body);
+}
+
+void
+heartbeat_start(void)
+{
+	timer_init(&startup_timer, "startup", startup_send, NULL);
+	timer_init(&heartbeat_timer, "heartbeat", heartbeat_send, NULL);
+	timer_set(&startup_timer, 0);
+	timer_set(&heartbeat_timer, 0);
+}

@@ -1,0 +1,305 @@
+/* host.c - host facts: name, IP, OS, arch, user, worker and JDK versions. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "child.h"
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+static time_t jdk_mtime;
+
+/* Go's GOARCH name for this machine. */
+static const char *
+go_arch(void)
+{
+	struct utsname u;
+
+	if (uname(&u) == -1)
+		return "amd64";
+	if (strcmp(u.machine, "x86_64") == 0)
+		return "amd64";
+	if (strcmp(u.machine, "aarch64") == 0 || strcmp(u.machine, "arm64") == 0)
+		return "arm64";
+	if (str_starts(u.machine, "mips64"))
+		return "mips64";
+	if (u.machine[0] == 'i' && str_ends(u.machine, "86"))
+		return "386";
+	return "amd64";
+}
+
+/* Split the gateway into host and port (80 when none, even for https: §2.5). */
+static void
+gateway_host_port(const char *gw, char *host, size_t hsize, char *port, size_t psize)
+{
+	const char *p = strstr(gw, "://"), *end;
+
+	p = p != NULL ? p + 3 : gw;
+	end = p + strcspn(p, "/?#");
+	snprintf(port, psize, "80");
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(end - p));
+		if (rb != NULL) {
+			snprintf(host, hsize, "%.*s", (int)(rb - p - 1), p + 1);
+			if (rb[1] == ':')
+				snprintf(port, psize, "%.*s", (int)(end - rb - 2), rb + 2);
+			return;
+		}
+	}
+	const char *colon = memchr(p, ':', (size_t)(end - p));
+	if (colon != NULL) {
+		snprintf(host, hsize, "%.*s", (int)(colon - p), p);
+		snprintf(port, psize, "%.*s", (int)(end - colon - 1), colon + 1);
+	} else {
+		snprintf(host, hsize, "%.*s", (int)(end - p), p);
+	}
+}
+
+/* Local address the kernel would use to reach the gateway (no packet sent). */
+static int
+udp_probe(char *out, size_t size)
+{
+	char host[256], port[16];
+	struct addrinfo hints, *res = NULL;
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	int fd, rc = -1;
+
+	gateway_host_port(A.cfg.gateway, host, sizeof(host), port, sizeof(port));
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_INET;
+	hints.ai_socktype = SOCK_DGRAM;
+	if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
+		return -1;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd != -1 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&local, &len) == 0 &&
+	    inet_ntop(AF_INET, &local.sin_addr, out, (socklen_t)size) != NULL)
+		rc = 0;
+	if (fd != -1)
+		close(fd);
+	freeaddrinfo(res);
+	return rc;
+}
+
+/* 1 when ip is in the comma-separated list. */
+static int
+ip_ignored(const char *ip, const char *list)
+{
+	const char *p = list;
+	size_t n = strlen(ip);
+
+	while (p != NULL && *p != '\0') {
+		while (*p == ' ' || *p == ',')
+			p++;
+		size_t len = strcspn(p, ",");
+		size_t l = len;
+		while (l > 0 && p[l - 1] == ' ')
+			l--;
+		if (l == n && strncmp(p, ip, n) == 0)
+			return 1;
+		p += len;
+	}
+	return 0;
+}
+
+void
+host_detect_ip(void)
+{
+	char probe[INET_ADDRSTRLEN] = "127.0.0.1", first[INET_ADDRSTRLEN] = "";
+	struct ifaddrs *ifa = NULL, *i;
+	int probed = udp_probe(probe, sizeof(probe)) == 0;
+	const char *ignore = A.cfg.ignore_local_ips && *A.cfg.ignore_local_ips ?
+	    A.cfg.ignore_local_ips : "127.0.0.1";
+	const char *pick = probe;
+
+	if (probed && getifaddrs(&ifa) == 0) {
+		for (i = ifa; i != NULL; i = i->ifa_next) {
+			char buf[INET_ADDRSTRLEN];
+			struct in_addr a;
+			uint32_t h;
+			if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET ||
+			    (i->ifa_flags & IFF_LOOPBACK))
+				continue;
+			a = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+			h = ntohl(a.s_addr);
+			if ((h >> 24) == 127 || (h >> 16) == 0xa9fe || h == 0)
+				continue;	/* loopback, link-local */
+			inet_ntop(AF_INET, &a, buf, sizeof(buf));
+			if (ip_ignored(buf, ignore))
+				continue;
+			if (strcmp(buf, probe) == 0) {
+				first[0] = '\0';
+				pick = probe;
+				break;
+			}
+			if (first[0] == '\0')
+				snprintf(first, sizeof(first), "%s", buf);
+		}
+		if (first[0] != '\0')
+			pick = first;
+		freeifaddrs(ifa);
+	}
+	free(A.ip);
+	A.ip = xstrdup(pick);
+}
+
+void
+host_detect(void)
+{
+	char name[256];
+	struct passwd *pw = getpwuid(geteuid());
+
+	if (gethostname(name, sizeof(name)) == -1)
+		name[0] = '\0';
+	name[sizeof(name) - 1] = '\0';
+	A.hostname = xstrdup(name);
+#if defined(__linux__)
+	A.os = "linux";
+#elif defined(__APPLE__)
+	A.os = "macos";
+#else
+	A.os = "other";
+#endif
+	A.arch = go_arch();
+	A.user = xstrdup(pw != NULL ? pw->pw_name : "");
+	host_detect_ip();
+}
+
+/* True when line looks like a worker version (§5.1 step 7). */
+static int
+version_line(const char *line)
+{
+	static regex_t re[3];
+	static int compiled;
+	static const char *pat[3] = {
+		"^v[0-9]+\\.[0-9]+\\.[0-9]+$",
+		"^v[0-9]+\\.[0-9]+\\.[0-9]+-[^0-9][^.]*\\.[0-9]+$",
+		"^v([0-9]+\\.)([0-9]+\\.)([0-9]+)((-RELEASE)|(-SNAPSHOT)?)$",
+	};
+	int k;
+
+	if (!compiled) {
+		for (k = 0; k < 3; k++)
+			if (regcomp(&re[k], pat[k], REG_EXTENDED | REG_NOSUB) != 0)
+				fatalx("version regex %d does not compile", k);
+		compiled = 1;
+	}
+	for (k = 0; k < 3; k++)
+		if (regexec(&re[k], line, 0, NULL, 0) == 0)
+			return 1;
+	return 0;
+}
+
+char *
+host_worker_version(const char *jar, const char *cwd)
+{
+	char *java = agent_java_path(), *out = NULL, *line, *save = NULL;
+	char *tmpdir = xasprintf("-Djava.io.tmpdir=%s/build_tmp", A.workdir);
+	char *argv[] = { java, tmpdir, "-Xmx256m", "-cp", (char *)jar,
+	    "com.tencent.devops.agent.AgentVersionKt", NULL };
+	char *version = NULL;
+	int status;
+
+	if (child_run_capture(argv, cwd, 30000, 64 * 1024, &out, &status) == -1) {
+		log_warn("worker version probe (%s) failed", jar);
+	} else {
+		for (line = strtok_r(out, "\n", &save); line != NULL;
+		    line = strtok_r(NULL, "\n", &save)) {
+			str_trim(line);
+			if (strlen(line) > 64)
+				line[64] = '\0';
+			if (*line == '\0' || strchr(line, ' ') != NULL ||
+			    strstr(line, "OPTIONS") != NULL)
+				continue;
+			if (version_line(line))
+				version = xstrdup(line);
+			break;
+		}
+		if (version == NULL)
+			log_warnx("worker version probe (%s): no version in output (%s)",
+			    jar, child_status_str(status));
+	}
+	free(out);
+	free(java);
+	free(tmpdir);
+	return version != NULL ? version : xstrdup("");
+}
+
+/* Clear the cached JDK version. */
+static void
+jdk_clear(void)
+{
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		free(A.jdk_version[i]);
+		A.jdk_version[i] = NULL;
+	}
+}
+
+void
+host_jdk_sync(int force)
+{
+	static const char *marks[3] = { " version ", " Runtime Environment ",
+	    " Server VM " };
+	struct stat st;
+	char *java, *out = NULL, *line, *save = NULL;
+	int status, k = 0;
+
+	if (stat(A.cfg.jdk_dir_resolved, &st) == -1) {
+		jdk_clear();
+		jdk_mtime = 0;
+		return;
+	}
+	if (!force && A.jdk_version[0] != NULL && st.st_mtime == jdk_mtime)
+		return;
+	java = agent_java_path();
+	char *argv[] = { java, "-version", NULL };
+	jdk_clear();
+	if (child_run_capture(argv, A.workdir, 30000, 16 * 1024, &out, &status) == 0 &&
+	    WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		for (k = 0; k < 3; k++)
+			A.jdk_version[k] = xstrdup("");
+		k = 0;
+		for (line = strtok_r(out, "\r\n", &save); line != NULL && k < 3;
+		    line = strtok_r(NULL, "\r\n", &save)) {
+			if (strstr(line, marks[k]) != NULL) {
+				free(A.jdk_version[k]);
+				A.jdk_version[k] = xstrdup(line);
+				k++;
+			}
+		}
+		jdk_mtime = st.st_mtime;
+	} else {
+		log_warnx("%s -version failed", java);
+	}
+	free(out);
+	free(java);
+}
+
+cJSON *
+host_jdk_json(void)
+{
+	cJSON *arr = cJSON_CreateArray();
+	int i;
+
+	if (A.jdk_version[0] != NULL)
+		for (i = 0; i < 3; i++)
+			cJSON_AddItemToArray(arr, cJSON_CreateString(A.jdk_version[i]));
+	return arr;
+}
