@@ -6,6 +6,36 @@
  * file from the dictionary: it edits the original lines. Comments, blank
  * lines, unknown keys and the case of every key survive; known keys that are
  * missing are appended. The write is atomic (temp file, fsync, rename).
+ *
+ * Accepted format (iniparser 4.1 values, GoAgent's ini.v1 framing where the
+ * two differ):
+ *  - a UTF-8 BOM is skipped (and kept on write-back);
+ *  - "key=value" and "key: value" (first '=' or ':' is the delimiter;
+ *    iniparser itself only knows '=', the ':' is translated for it);
+ *  - '#'/';' comment lines, inline '#'/';' comments, "..." or '...' quotes
+ *    and '\' continuation lines as iniparser parses them;
+ *  - only keys before the first [section] are read; keys are
+ *    case-sensitive: a line whose key differs from a known key only in case
+ *    (e.g. "devops.agent.collectoron") is ignored with a warning, as GoAgent
+ *    and the Java worker ignore it;
+ *  - lines of at most CONFIG_LINE_MAX bytes (iniparser's fgets buffer), a
+ *    file of at most CONFIG_MAX_BYTES, no NUL byte.
+ * Not supported: ini.v1's %(name)s interpolation.
+ *
+ * Deliberate differences from GoAgent @bb566049dd1:
+ *  - integers are decimal only ("010" is 10, "0x10" is invalid) (W26);
+ *  - devops.agent.request.timeout.sec <= 0 becomes 5 (W26);
+ *  - a known key given twice is an error, not "the last one wins";
+ *  - devops.agent.collectorOn and devops.agent.batch.install are written
+ *    back (W5), and comments, unknown keys and sections are kept;
+ *  - an empty devops.slave.user and an empty devops.agent.jdk.dir.path are
+ *    not filled in at load and so never persisted: the user is resolved at
+ *    build time (the user running the agent, W19) and the JDK directory into
+ *    jdk_dir_resolved (W8: no absolute WORKDIR path frozen into the file);
+ *  - config_load never writes; callers call config_save when they want
+ *    GoAgent's "persist the defaults at start" behaviour.
+ *
+ * Not thread-safe: iniparser's error callback is process-global.
  */
 #ifndef CONFIG_H
 #define CONFIG_H
@@ -13,6 +43,11 @@
 #include <stddef.h>
 
 #define CONFIG_FILE ".agent.properties"
+/** Largest accepted file, bytes. */
+#define CONFIG_MAX_BYTES (1024 * 1024)
+/** Longest accepted line (joined continuation lines included), bytes without
+ * the '\n': iniparser 4.1 reads lines into a 1024-byte buffer. */
+#define CONFIG_LINE_MAX 1022
 
 struct config_doc;	/* the original lines, private to config.c */
 
@@ -27,53 +62,81 @@ struct config {
 
 	/* Optional, with defaults. */
 	char	*file_gateway;		/* landun.fileGateway; "" allowed (warning) */
-	char	*slave_user;		/* devops.slave.user; "" = the current user */
+	char	*slave_user;		/* devops.slave.user; "" = the current user,
+					   resolved at build time, kept "" (W19) */
 	int	 collector_on;		/* devops.agent.collectorOn; default 1 */
 	long long request_timeout_sec;	/* devops.agent.request.timeout.sec; <= 0 or bad -> 5 */
 	int	 detect_shell;		/* devops.agent.detect.shell; default 0 */
 	char	*ignore_local_ips;	/* devops.agent.ignoreLocalIps; "" -> "127.0.0.1" */
 	char	*batch_install;		/* devops.agent.batch.install; kept on write (W5) */
 	int	 logs_keep_hours;	/* devops.agent.logs.keep.hours; bad/missing -> 96 */
-	char	*jdk_dir;		/* devops.agent.jdk.dir.path as written; may be "" */
+	char	*jdk_dir;		/* devops.agent.jdk.dir.path as written; may be "",
+					   kept "" on write-back (W8) */
 	int	 docker_parallel_task_count; /* devops.docker.parallel.task.count; absent -> 4 */
 	int	 docker_enable;		/* devops.docker.enable; default 0 */
 	char	*language;		/* devops.language; default zh_CN */
 	char	*imagedebug_portrange;	/* devops.imagedebug.portrange; "" -> 30000-32767 */
 
-	/* Keys of this agent (not in GoAgent @bb566049dd1). */
+	/* Keys of this agent (not in GoAgent @bb566049dd1); written back only
+	   when present in the file or not the default. */
 	int	 pipeline_enable;	/* devops.pipeline.enable; default 0 */
-	long long pipeline_timeout_sec;	/* devops.pipeline.timeout.sec; default 3600 */
+	long long pipeline_timeout_sec;	/* devops.pipeline.timeout.sec; default 3600,
+					   <= 0 or bad -> 3600 */
 
 	/* Derived at load, never written back. */
 	char	*path;			/* file path as given to config_load */
-	char	*jdk_dir_resolved;	/* absolute JDK dir: jdk_dir, else WORKDIR/jdk, else WORKDIR/jre */
+	char	*jdk_dir_resolved;	/* JDK dir: jdk_dir (relative: to workdir), else
+					   WORKDIR/jdk if a dir, else WORKDIR/jre */
 
 	struct config_doc *doc;		/* original lines, for config_save */
 };
 
 /**
  * Load and validate path (normally ".agent.properties" in WORKDIR).
- * workdir: absolute install directory, used to resolve the JDK default.
- * Returns 0, or -1 with a one-line message in err (errlen bytes) that names
- * the offending key or problem, e.g. "devops.agent.id: missing". Failures:
- * unreadable file, a line iniparser rejects (too long, no '='), a duplicate
- * known key, a required key missing/blank, an integer that is not decimal or
- * is out of range. On failure c holds nothing to free and the file is not
- * touched.
+ * c: overwritten (zeroed first; a previous content is not freed); on
+ * success the caller owns it and frees it with config_free().
+ * path: copied into c->path. workdir: absolute install directory, used to
+ * resolve jdk_dir_resolved (NULL: "."). Warnings (empty landun.fileGateway,
+ * invalid optional values replaced by defaults, mis-cased keys) go to
+ * log_warnx().
+ * Returns 0, or -1 with a one-line message in err (errlen bytes; err may be
+ * NULL) naming the key or line, e.g. "devops.agent.id: missing or blank",
+ * "devops.agent.id: duplicate key (lines 3 and 9)",
+ * "devops.parallel.task.count: not a decimal integer >= 0: 'abc'",
+ * "line 4: longer than 1022 bytes", "line 1: NUL byte (not a text file)".
+ * Failures: unreadable or too large file, a line that is not key=value,
+ * comment or [section], a too long line, a NUL byte, a duplicate known key,
+ * a required key missing/blank, devops.parallel.task.count or
+ * devops.docker.parallel.task.count not a decimal int >= 0. Messages never
+ * contain the secret key value. On failure c holds nothing to free and the
+ * file is not touched.
  */
 int config_load(struct config *c, const char *path, const char *workdir,
     char *err, size_t errlen);
 
 /**
- * Write the known keys back into the original text, preserving comments,
- * unknown keys and key case, and write the file atomically (mode 0644 when
- * created, else the old mode). Does nothing when the text is unchanged.
- * Returns 0, or -1 with errno (ENOSPC, EACCES, ...) and a message in err; the
- * old file is then intact.
+ * Write the known keys back into the text loaded by config_load (or written
+ * by the last successful config_save) and write the file atomically (mode
+ * 0644 when created, else the old mode; a symlink is written through).
+ * Keys written: the 17 keys of §2.4, plus devops.agent.collectorOn,
+ * devops.agent.batch.install and the devops.pipeline.* keys when they are in
+ * the file or differ from their default. A key's line is rewritten only when
+ * its value text is not already the written form (booleans: any accepted
+ * spelling of the same value is kept); the key text, its indentation, the
+ * delimiter and its blanks and the line ending stay, an inline comment on a
+ * rewritten line is lost. Missing keys are appended as "key=value" in §2.4
+ * order before the first [section] (else at the end) with the file's line
+ * ending. Every other byte is kept. Does nothing (no write, mtime and inode
+ * kept) when the text is unchanged.
+ * The new text is parsed again before writing: a value that would not read
+ * back identically (line break, '#', ';', surrounding quotes or blanks) or a
+ * result config_load would reject fails with EINVAL and nothing is written.
+ * Returns 0, or -1 with errno (EINVAL, ENOSPC, EACCES, ...) and a message in
+ * err (never the secret); the old file is then intact.
  */
 int config_save(struct config *c, char *err, size_t errlen);
 
-/** Free everything c owns; c is zeroed. */
+/** Free everything c owns; c is zeroed. Safe on a zeroed c. */
 void config_free(struct config *c);
 
 /**
