@@ -113,6 +113,25 @@ void host_jdk_sync(int force);
 cJSON *host_jdk_json(void);
 
 /* startup / heartbeat (heartbeat.c) */
+/** A decoded heartbeat response (protocol §7.3 HeartbeatResponse). */
+struct hb_response {
+	char	*agent_status;		/* NULL when absent */
+	int	 parallel, has_parallel;
+	int	 docker_parallel, has_docker_parallel;
+	char	*gateway, *file_gateway, *language;	/* NULL when absent */
+	int	 keep_hours, has_keep_hours;		/* props.keepLogsHours */
+	char	*ignore_local_ips;			/* props.ignoreLocalIps */
+	cJSON	*envs;			/* owned copy of envs, or NULL */
+};
+/**
+ * Decode the data object of a heartbeat answer with Go's rules (keys
+ * case-insensitive, absent = zero, any type mismatch fails the whole
+ * decode, envs values must be strings). Returns 0 and fills r (free with
+ * heartbeat_response_free), or -1 with r empty.
+ */
+int heartbeat_parse(const cJSON *data, struct hb_response *r);
+/** Free what heartbeat_parse allocated; r is zeroed. */
+void heartbeat_response_free(struct hb_response *r);
 /** Start the startup call (retried with backoff) and the heartbeat loop. */
 void heartbeat_start(void);
 

@@ -221,9 +221,8 @@ build_task_list(void)
 	return arr;
 }
 
-/* Reject a pulled build whose fields have the wrong types (§1 decoding). */
-static int
-info_valid(const cJSON *info, char *err, size_t errlen)
+int
+build_info_check(const cJSON *info, char *err, size_t errlen)
 {
 	static const char *strs[] = { "projectId", "buildId", "vmSeqId" };
 	static const char *opt_strs[] = { "workspace", "pipelineId", "containerHashId" };
@@ -836,7 +835,7 @@ pull_done(struct http_result *r, void *arg)
 		pull_again(agent_period(P_BUILD_PULL));
 		return;
 	}
-	if (!cJSON_IsObject(env.data) || info_valid(env.data, err, sizeof(err)) == -1) {
+	if (!cJSON_IsObject(env.data) || build_info_check(env.data, err, sizeof(err)) == -1) {
 		log_error("build pull: malformed build, not started: %s",
 		    cJSON_IsObject(env.data) ? err : "data is not an object");
 		envelope_free(&env);
@@ -929,7 +928,7 @@ journal_recover(const char *path)
 	free(text);
 	info = j ? (cJSON *)json_get(j, "build") : NULL;
 	if (info == NULL || !cJSON_IsObject(info) ||
-	    info_valid(info, err, sizeof(err)) == -1 ||
+	    build_info_check(info, err, sizeof(err)) == -1 ||
 	    json_get_str(j, "state", &state) == -1 || state == NULL ||
 	    json_get_ll(j, "pid", &pid, NULL) == -1 ||
 	    json_get_ll(j, "startTime", &start, NULL) == -1) {

@@ -12,6 +12,7 @@
 #ifndef BUILD_H
 #define BUILD_H
 
+#include <stddef.h>
 #include <sys/types.h>
 #include <cjson/cJSON.h>
 
@@ -58,6 +59,15 @@ struct build {
 	int		 reports_sent;
 	struct build	*next;
 };
+
+/**
+ * Check a pulled ThirdPartyBuildInfo (protocol §7.7) with Go's decoding
+ * rules: projectId, buildId and vmSeqId non-empty strings without '/' or
+ * "..", because they name files; workspace, pipelineId, containerHashId
+ * strings or null; executeCount an integer or null; dockerBuildInfo an
+ * object or null. Returns 0, or -1 with the reason in err (errlen bytes).
+ */
+int build_info_check(const cJSON *info, char *err, size_t errlen);
 
 /**
  * Build the JSON the worker receives in base64 (protocol Appendix B): keys

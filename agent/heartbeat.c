@@ -125,6 +125,50 @@ heartbeat_body(void)
 	return body;
 }
 
+void
+heartbeat_response_free(struct hb_response *r)
+{
+	free(r->agent_status);
+	free(r->gateway);
+	free(r->file_gateway);
+	free(r->language);
+	free(r->ignore_local_ips);
+	cJSON_Delete(r->envs);
+	memset(r, 0, sizeof(*r));
+}
+
+int
+heartbeat_parse(const cJSON *d, struct hb_response *r)
+{
+	const cJSON *props = NULL, *envs = NULL, *it;
+
+	memset(r, 0, sizeof(*r));
+	if (d == NULL || !cJSON_IsObject(d))
+		return -1;
+	if (json_get_str(d, "agentStatus", &r->agent_status) == -1 ||
+	    json_get_int(d, "parallelTaskCount", &r->parallel, &r->has_parallel) == -1 ||
+	    json_get_int(d, "dockerParallelTaskCount", &r->docker_parallel,
+	    &r->has_docker_parallel) == -1 ||
+	    json_get_str(d, "gateway", &r->gateway) == -1 ||
+	    json_get_str(d, "fileGateway", &r->file_gateway) == -1 ||
+	    json_get_str(d, "language", &r->language) == -1 ||
+	    json_get_obj(d, "props", &props) == -1 ||
+	    json_get_obj(d, "envs", &envs) == -1 ||
+	    json_get_int(props, "keepLogsHours", &r->keep_hours, &r->has_keep_hours) == -1 ||
+	    json_get_str(props, "ignoreLocalIps", &r->ignore_local_ips) == -1)
+		goto fail;
+	if (envs != NULL) {
+		cJSON_ArrayForEach(it, envs)
+			if (!cJSON_IsString(it) && !cJSON_IsNull(it))
+				goto fail;
+		r->envs = cJSON_Duplicate(envs, 1);
+	}
+	return 0;
+fail:
+	heartbeat_response_free(r);
+	return -1;
+}
+
 /* Replace *field with value when value is non-empty and differs. */
 static int
 adopt_str(char **field, const char *value)
@@ -138,78 +182,56 @@ adopt_str(char **field, const char *value)
 }
 
 /*
- * Apply a decoded heartbeat response (§5.4 step 5). A missing, zero or
+ * Apply a parsed heartbeat response (§5.4 step 5). A missing, zero or
  * negative count is ignored: GoAgent turns it into "unlimited" (W9).
- * Returns -1 on a type mismatch (the whole response is then discarded).
  */
-static int
-heartbeat_apply(const cJSON *d)
+static void
+heartbeat_apply(struct hb_response *r)
 {
-	char *gw = NULL, *fgw = NULL, *lang = NULL, *ips = NULL;
-	const cJSON *props = NULL, *envs = NULL;
-	int ptc = 0, dptc = 0, keep = 0, has_ptc, has_dptc, has_keep = 0;
-	int changed = 0, ip_changed = 0, rc = -1;
+	int changed = 0, ip_changed = 0;
 
-	if (json_get_int(d, "parallelTaskCount", &ptc, &has_ptc) == -1 ||
-	    json_get_int(d, "dockerParallelTaskCount", &dptc, &has_dptc) == -1 ||
-	    json_get_str(d, "gateway", &gw) == -1 ||
-	    json_get_str(d, "fileGateway", &fgw) == -1 ||
-	    json_get_str(d, "language", &lang) == -1 ||
-	    json_get_obj(d, "props", &props) == -1 ||
-	    json_get_obj(d, "envs", &envs) == -1 ||
-	    json_get_int(props, "keepLogsHours", &keep, &has_keep) == -1 ||
-	    json_get_str(props, "ignoreLocalIps", &ips) == -1)
-		goto out;
-	if (envs != NULL) {
-		const cJSON *it;
-		cJSON_ArrayForEach(it, envs)
-			if (!cJSON_IsString(it) && !cJSON_IsNull(it))
-				goto out;
-	}
-	if (has_ptc && ptc > 0 && ptc != A.cfg.parallel_task_count) {
+	if (r->has_parallel && r->parallel > 0 &&
+	    r->parallel != A.cfg.parallel_task_count) {
 		log_info("heartbeat: parallelTaskCount %d -> %d",
-		    A.cfg.parallel_task_count, ptc);
-		A.cfg.parallel_task_count = ptc;
+		    A.cfg.parallel_task_count, r->parallel);
+		A.cfg.parallel_task_count = r->parallel;
 		changed = 1;
 		build_kick();
-	} else if (has_ptc && ptc <= 0 && ptc != A.cfg.parallel_task_count) {
+	} else if (r->has_parallel && r->parallel <= 0 &&
+	    r->parallel != A.cfg.parallel_task_count) {
 		log_warnx("heartbeat: ignoring parallelTaskCount %d (keeping %d)",
-		    ptc, A.cfg.parallel_task_count);
+		    r->parallel, A.cfg.parallel_task_count);
 	}
-	if (has_dptc && dptc > 0 && dptc != A.cfg.docker_parallel_task_count) {
-		A.cfg.docker_parallel_task_count = dptc;
+	if (r->has_docker_parallel && r->docker_parallel > 0 &&
+	    r->docker_parallel != A.cfg.docker_parallel_task_count) {
+		A.cfg.docker_parallel_task_count = r->docker_parallel;
 		changed = 1;
 	}
-	if (adopt_str(&A.cfg.gateway, gw)) {
+	if (adopt_str(&A.cfg.gateway, r->gateway)) {
 		log_info("heartbeat: gateway -> %s", A.cfg.gateway);
 		http_set_gateway(A.cfg.gateway);
 		changed = ip_changed = 1;
 	}
-	if (adopt_str(&A.cfg.file_gateway, fgw)) {
+	if (adopt_str(&A.cfg.file_gateway, r->file_gateway)) {
 		log_info("heartbeat: fileGateway -> %s", A.cfg.file_gateway);
 		changed = 1;
 	}
-	if (has_keep && keep > 0 && keep != A.cfg.logs_keep_hours) {
-		A.cfg.logs_keep_hours = keep;
+	if (r->has_keep_hours && r->keep_hours > 0 &&
+	    r->keep_hours != A.cfg.logs_keep_hours) {
+		A.cfg.logs_keep_hours = r->keep_hours;
 		changed = 1;
 	}
-	if (adopt_str(&A.cfg.ignore_local_ips, ips))
+	if (adopt_str(&A.cfg.ignore_local_ips, r->ignore_local_ips))
 		changed = ip_changed = 1;
-	if (adopt_str(&A.cfg.language, lang))
+	if (adopt_str(&A.cfg.language, r->language))
 		changed = 1;
 	cJSON_Delete(A.envs);
-	A.envs = envs != NULL ? cJSON_Duplicate(envs, 1) : NULL;
+	A.envs = r->envs;
+	r->envs = NULL;
 	if (changed)
 		agent_save_config();
 	if (ip_changed)
 		host_detect_ip();
-	rc = 0;
-out:
-	free(gw);
-	free(fgw);
-	free(lang);
-	free(ips);
-	return rc;
 }
 
 /* Heartbeat answered: DELETE -> uninstall; else merge the settings. */
@@ -217,7 +239,8 @@ static void
 heartbeat_done(struct http_result *r, void *arg)
 {
 	struct envelope env;
-	char err[160], *status = NULL;
+	struct hb_response hb;
+	char err[160];
 	int reported_error = *(int *)arg;
 
 	free(arg);
@@ -235,21 +258,22 @@ heartbeat_done(struct http_result *r, void *arg)
 		envelope_free(&env);
 		return;
 	}
-	if (json_get_str(env.data, "agentStatus", &status) == -1 ||
-	    heartbeat_apply(env.data) == -1) {
+	if (heartbeat_parse(env.data, &hb) == -1) {
 		log_warnx("heartbeat: response has a field of the wrong type; ignored");
-		free(status);
 		envelope_free(&env);
 		return;
 	}
-	log_debug("heartbeat ok: status %s", status ? status : "-");
-	if (status != NULL && strcmp(status, "DELETE") == 0) {
+	envelope_free(&env);
+	log_debug("heartbeat ok: status %s", hb.agent_status ? hb.agent_status : "-");
+	if (hb.agent_status != NULL && strcmp(hb.agent_status, "DELETE") == 0) {
 		log_warnx("heartbeat: the server deleted this agent; uninstalling "
 		    "once running builds are done");
+		heartbeat_response_free(&hb);
 		agent_set_mode(MODE_UNINSTALL);
+		return;
 	}
-	free(status);
-	envelope_free(&env);
+	heartbeat_apply(&hb);
+	heartbeat_response_free(&hb);
 	if (reported_error) {
 		/* HEAD's rule (§5.6): report the fatal condition once, then stop. */
 		log_error("exit error %s reported; exiting with %d",
