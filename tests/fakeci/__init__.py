@@ -1,0 +1,1 @@
+"""Fake BK-CI server and worker stand-in used by the integration tests."""
