@@ -24,7 +24,7 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) $(CFLAGS) \
 	-DAGENT_VERSION='"$(VERSION)"' -DAGENT_GIT_COMMIT='"$(GIT_COMMIT)"' \
 	-DAGENT_BUILD_TIME='"$(BUILD_TIME)"'
 LIBS = $(shell pkg-config --libs libcurl libcjson libarchive openssl 2>/dev/null) -liniparser
-LDFLAGS_ALL = $(SAN) $(LDFLAGS)
+LDFLAGS_ALL = $(SAN) -Wl,--as-needed $(LDFLAGS)
 
 COMMON_SRC   = $(wildcard common/*.c)
 AGENT_SRC    = $(wildcard agent/*.c)
