@@ -19,13 +19,13 @@ agent_period(enum period p)
 	static const int64_t normal[P_MAX] = {
 		[P_HEARTBEAT] = 10000, [P_BUILD_PULL] = 5000,
 		[P_UPGRADE] = 20000, [P_PIPELINE] = 30000,
-		[P_CLEANUP] = 2 * 3600 * 1000, [P_METRICS] = 60000,
+		[P_CLEANUP] = INT64_C(2) * 3600 * 1000, [P_METRICS] = 60000,
 		[P_FINISH_DELAY] = 8000, [P_KILL_GRACE] = 10000,
 	};
 	static const int64_t fast[P_MAX] = {
 		[P_HEARTBEAT] = 1000, [P_BUILD_PULL] = 300,
 		[P_UPGRADE] = 1000, [P_PIPELINE] = 500,
-		[P_CLEANUP] = 2 * 3600 * 1000, [P_METRICS] = 1000,
+		[P_CLEANUP] = INT64_C(2) * 3600 * 1000, [P_METRICS] = 1000,
 		[P_FINISH_DELAY] = 0, [P_KILL_GRACE] = 2000,
 	};
 

@@ -215,7 +215,7 @@ host_worker_version(const char *jar, const char *cwd)
 	char *version = NULL;
 	int status;
 
-	if (child_run_capture(argv, cwd, 30000, 64 * 1024, &out, &status) == -1) {
+	if (child_run_capture(argv, cwd, 30000, (size_t)64 * 1024, &out, &status) == -1) {
 		log_warn("worker version probe (%s) failed", jar);
 	} else {
 		for (line = strtok_r(out, "\n", &save); line != NULL;
@@ -271,7 +271,7 @@ host_jdk_sync(int force)
 	java = agent_java_path();
 	char *argv[] = { java, "-version", NULL };
 	jdk_clear();
-	if (child_run_capture(argv, A.workdir, 30000, 16 * 1024, &out, &status) == 0 &&
+	if (child_run_capture(argv, A.workdir, 30000, (size_t)16 * 1024, &out, &status) == 0 &&
 	    WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		for (k = 0; k < 3; k++)
 			A.jdk_version[k] = xstrdup("");

@@ -162,11 +162,12 @@ ev_signal_reset_child(void)
 	unsigned int i;
 	sigset_t none;
 
+	/* Runs between fork and exec: nothing to report a failure to. */
 	for (i = 0; i < nsigs; i++)
-		signal(sigs[i].signo, SIG_DFL);
-	signal(SIGPIPE, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+		(void)signal(sigs[i].signo, SIG_DFL);
+	(void)signal(SIGPIPE, SIG_DFL);
+	(void)sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 /* Run every signal callback whose number arrived on the pipe. */

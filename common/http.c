@@ -151,7 +151,7 @@ write_body(char *ptr, size_t size, size_t nmemb, void *arg)
 
 	if (r->res.len + n > HTTP_MAX_BODY) {
 		snprintf(r->res.error, sizeof(r->res.error),
-		    "response body larger than %u bytes", HTTP_MAX_BODY);
+		    "response body larger than %zu bytes", HTTP_MAX_BODY);
 		return 0;
 	}
 	if (r->res.len + n + 1 > r->cap) {

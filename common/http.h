@@ -21,7 +21,7 @@
 
 #include "md5.h"
 
-#define HTTP_MAX_BODY		(4u * 1024 * 1024)	/* response cap, bytes */
+#define HTTP_MAX_BODY		((size_t)4 * 1024 * 1024)	/* response cap, bytes */
 #define HTTP_DEFAULT_TIMEOUT_MS	5000
 
 struct http_settings {

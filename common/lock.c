@@ -41,7 +41,7 @@ int
 lock_wait(const char *path, int timeout_ms)
 {
 	int64_t deadline = mono_ms() + timeout_ms;
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
+	struct timespec ts = { 0, 10L * 1000 * 1000 };
 	int fd;
 
 	if (timeout_ms < 0) {

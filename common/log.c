@@ -115,20 +115,27 @@ log_redact(char *buf, size_t size)
 	size_t i, slen, blen;
 	char *p;
 
+	(void)size;
 	for (i = 0; i < LOG_SECRETS_MAX; i++) {
 		if (log_secrets[i] == NULL)
 			continue;
 		slen = strlen(log_secrets[i]);
-		while ((p = strstr(buf, log_secrets[i])) != NULL) {
+		/*
+		 * Search on after each mask: a secret made of '*' (e.g. "***")
+		 * would otherwise be found again in its own mask forever.
+		 */
+		p = buf;
+		while ((p = strstr(p, log_secrets[i])) != NULL) {
 			/* "***" is never longer than a masked secret of >= 3 bytes. */
-			blen = strlen(p + slen);
 			if (slen >= 3) {
-				memcpy(p, "***", 3);
+				blen = strlen(p + slen);
+				p[0] = p[1] = p[2] = '*';
 				memmove(p + 3, p + slen, blen + 1);
+				p += 3;
 			} else {
 				memset(p, '*', slen);
+				p += slen;
 			}
-			(void)size;
 		}
 	}
 }

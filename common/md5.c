@@ -42,7 +42,7 @@ md5_stream_final(struct md5_stream *s, char hex[MD5_HEX_LEN])
 
 	EVP_DigestFinal_ex(s->ctx, md, &n);
 	for (i = 0; i < n && i < 16; i++)
-		snprintf(hex + i * 2, 3, "%02x", md[i]);
+		snprintf(hex + (size_t)i * 2, 3, "%02x", md[i]);
 	hex[32] = '\0';
 	EVP_MD_CTX_free(s->ctx);
 	OPENSSL_free(s);
