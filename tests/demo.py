@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from fakeci.layout import layout_install  # noqa: E402
+from fakeci.layout import layout_install_dir  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
 
 SOURCES = ["Makefile", "common", "agent", "daemon", "upgrader", "tests/unit",
@@ -123,7 +123,7 @@ def main() -> int:
     ci = FakeCI(project_id="demo-proj", agent_id="demoagent01",
                 secret_key="demo-secret-0123456789").start()
     say(f"dispatch server on {ci.url}")
-    layout_install(install, ci.gateway, ci.project_id, ci.agent_id, ci.secret_key)
+    layout_install_dir(install, ci)
     tarball = os.path.join(root, "project-src.tar.gz")
     make_tarball(tarball)
     say(f"install dir {os.path.relpath(install, REPO)}; sources packed")
