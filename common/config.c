@@ -98,9 +98,13 @@ static const struct ckey keys[] = {
 	    F_SAVE_SET, NULL },
 	{ "devops.pipeline.timeout.sec", CT_LL, O(pipeline_timeout_sec), "3600",
 	    F_POSITIVE | F_SAVE_SET, NULL },
+	{ "devops.pipeline.workspace", CT_STR, O(pipeline_workspace),
+	    "pipeline_tasks", F_EMPTYDEF | F_SAVE_SET, NULL },
+	{ "devops.pipeline.allowlist", CT_STR, O(pipeline_allowlist), "",
+	    F_SAVE_SET, NULL },
 };
 #undef O
-#define NKEYS 21
+#define NKEYS 23
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */

@@ -82,6 +82,11 @@ struct config {
 	int	 pipeline_enable;	/* devops.pipeline.enable; default 0 */
 	long long pipeline_timeout_sec;	/* devops.pipeline.timeout.sec; default 3600,
 					   <= 0 or bad -> 3600 */
+	char	*pipeline_workspace;	/* devops.pipeline.workspace: prefix of the
+					   pipeline task dirs, relative to WORKDIR
+					   unless absolute; "" -> pipeline_tasks */
+	char	*pipeline_allowlist;	/* devops.pipeline.allowlist: sha256
+					   allow-list file; "" = no integrity check */
 
 	/* Derived at load, never written back. */
 	char	*path;			/* file path as given to config_load */
