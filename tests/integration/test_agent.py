@@ -248,3 +248,56 @@ def test_secret_never_logged(install_dir, fakeci):
     assert fakeci.secret_key not in log
     assert "tok-123456789" not in log
     assert "env MY_API_TOKEN=***" in log
+
+
+def test_worker_jar_restored_from_tmp(install_dir, fakeci):
+    """agent-behaviour §6.10: a missing jar is restored from tmp/ and the build runs."""
+    jar = install_dir / "worker-agent.jar"
+    agent = start_agent(install_dir)
+    agent.wait_for_log("startup reported")
+    (install_dir / "tmp" / "worker-agent.jar").write_bytes(jar.read_bytes())
+    jar.unlink()
+    build = fakeci.queue_build(script="echo restored")
+    assert fakeci.wait_for("finished", 1, timeout=30)
+    assert finished_for(fakeci, build["buildId"])[0]["success"] is True
+    assert jar.read_text() == "v1.15.2\n"
+    agent.wait_for_log("restoring it from tmp/")
+
+
+def test_missing_worker_jar_fails_without_starting(install_dir, fakeci):
+    """W11: GoAgent reports a failure and still starts the build."""
+    agent = start_agent(install_dir)
+    agent.wait_for_log("startup reported")
+    (install_dir / "worker-agent.jar").unlink()
+    build = fakeci.queue_build(script="echo must not run")
+    assert fakeci.wait_for("finished", 1, timeout=30)
+    report = finished_for(fakeci, build["buildId"])[0]
+    assert report["success"] is False
+    assert report["error"]["errorCode"] == 2128042
+    time.sleep(1)
+    assert fakeci.worker_ends == []                   # the worker never ran
+    assert len(fakeci.finished) == 1
+    # The fatal condition travels in the next heartbeat, then the agent stops (88).
+    assert agent.wait(timeout=15) == 88
+    hb = [r["json"] for r in fakeci.requests(path_contains="newHeartbeat")]
+    assert any((h.get("errorExitData") or {}).get("errorEnum") == "THIRD_AGENT_EXIT_NOT_WORKER"
+               for h in hb)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_build_runs_as_slave_user(install_dir, fakeci):
+    write_properties(install_dir, fakeci, {"devops.slave.user": "nobody"})
+    os.chmod(install_dir, 0o755)
+    for d in ("workspace", "logs"):                   # as start.sh leaves them
+        os.chmod(install_dir / d, 0o777)
+    for parent in install_dir.parents:
+        if parent == parent.parent:
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    start_agent(install_dir)
+    build = fakeci.queue_build(script='echo "uid=$(id -u) user=$USER home=$HOME"')
+    assert fakeci.wait_for("finished", 1, timeout=30)
+    end = fakeci.worker_ends[0]
+    assert end["env"]["USER"] == "nobody"
+    assert any("uid=65534 user=nobody" in m for m in fakeci.log_messages(build["buildId"])), \
+        fakeci.log_messages(build["buildId"])
