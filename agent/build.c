@@ -14,6 +14,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#ifdef __APPLE__
+#include <sys/event.h>
+#endif
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +29,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "md5.h"
 #include "proc.h"
 #include "tree.h"
 #include "util.h"
@@ -33,6 +37,8 @@
 #define JOURNAL_DIR	"runtime/builds"
 #define BUILD_TMP	"build_tmp"
 #define ERROR_FILE_MAX	(64 * 1024)
+#define JOURNAL_VERSION	1	/* "version" of the journal format */
+#define JOURNAL_MAX	(1 << 20)	/* bytes; bigger files are corrupt */
 
 /* The text the worker replaces when it ends normally (§6.8). */
 #define KILLED_MSG	"Builder process was killed by the OS or another program."
@@ -258,9 +264,42 @@ build_info_check(const cJSON *info, char *err, size_t errlen)
 	return 0;
 }
 
-/* New table entry for a pulled (or journaled) build; takes info. */
+/* The table entry journaled at path, or NULL. */
 static struct build *
-build_new(cJSON *info)
+build_by_journal(const char *path)
+{
+	struct build *b;
+
+	for (b = builds; b != NULL; b = b->next)
+		if (strcmp(b->journal, path) == 0)
+			return b;
+	return NULL;
+}
+
+/*
+ * Journal path of a new build: runtime/builds/<key>.json, or <key>.<n>.json
+ * when a re-run of the same job arrives while the report of the previous
+ * run is still in the outbox (both must survive a restart).
+ */
+static char *
+journal_path_new(const char *key)
+{
+	char *path = xasprintf(JOURNAL_DIR "/%s.json", key);
+	int n;
+
+	for (n = 2; build_by_journal(path) != NULL; n++) {
+		free(path);
+		path = xasprintf(JOURNAL_DIR "/%s.%d.json", key, n);
+	}
+	return path;
+}
+
+/*
+ * New table entry for a pulled build (journal NULL: a new journal path) or
+ * a journaled one (journal: its file, copied); takes info.
+ */
+static struct build *
+build_new(cJSON *info, const char *journal)
 {
 	struct build *b = xcalloc(1, sizeof(*b));
 	const cJSON *ws = json_get(info, "workspace");
@@ -271,7 +310,7 @@ build_new(cJSON *info)
 	b->vm_seq_id = json_get(info, "vmSeqId")->valuestring;
 	b->workspace = cJSON_IsString(ws) ? ws->valuestring : "";
 	b->key = xasprintf("%s_%s", b->build_id, b->vm_seq_id);
-	b->journal = xasprintf(JOURNAL_DIR "/%s.json", b->key);
+	b->journal = journal ? xstrdup(journal) : journal_path_new(b->key);
 	b->error_file = xasprintf("%s/" BUILD_TMP "/%s_build_msg.log", A.workdir, b->key);
 	b->start_script = xasprintf("%s/devops_agent_start_%s_%s.sh", A.workdir,
 	    b->project_id, b->key);
@@ -323,6 +362,7 @@ journal_write(struct build *b)
 	char *text;
 	int rc;
 
+	cJSON_AddNumberToObject(j, "version", JOURNAL_VERSION);
 	cJSON_AddItemToObject(j, "build", cJSON_Duplicate(b->info, 1));
 	json_add_str(j, "state", state_names[b->state]);
 	cJSON_AddNumberToObject(j, "pid", b->pid);
@@ -362,21 +402,22 @@ error_file_read(const struct build *b)
 }
 
 /*
- * The worker leader ended. Decide the outcome from the error file (§6.8) and,
- * when we reaped it, its wait status too (W12: a non-zero exit without a
- * message is a failure, not a success).
+ * The worker leader ended and its leftovers are gone: decide the outcome
+ * from the error file (§6.8) and, when we reaped it, its wait status too
+ * (W12: a non-zero exit without a message is a failure, not a success).
+ * Deciding only now lets a worker that outlived a killed leader write its
+ * error file when the tree cleanup stops it.
  */
 static void
-build_ended(struct build *b, int have_status, int status)
+build_decide(struct build *b)
 {
 	char *msg = error_file_read(b), *text;
+	int status = b->wait_status;
 
-	log_info("build %s: worker %ld ended (%s)", b->key, (long)b->pid,
-	    have_status ? child_status_str(status) : "adopted, status unknown");
-	tree_terminate(b->pid, b->cgroup, agent_period(P_KILL_GRACE));
 	if (*msg != '\0') {
 		build_finish(b, 0, msg, ERR_BUILD_PROCESS_RUN);
-	} else if (have_status && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+	} else if (b->have_status &&
+	    !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 		text = xasprintf("worker process %ld ended with %s and left no "
 		    "message", (long)b->pid, child_status_str(status));
 		build_finish(b, 0, text, ERR_BUILD_PROCESS_RUN);
@@ -387,6 +428,48 @@ build_ended(struct build *b, int have_status, int status)
 		free(text);
 	}
 	free(msg);
+}
+
+/*
+ * The leftovers of b's worker are gone: decide the outcome of a build whose
+ * leader ended, or let the pending finish report go.
+ */
+static void
+tree_gone(void *arg)
+{
+	struct build *b = arg;
+
+	b->tree_busy = 0;
+	if (b->state == B_RUNNING)
+		build_decide(b);	/* arms the report */
+	else if (b->state == B_FINISHED && !b->report_busy &&
+	    timer_remaining(&b->report_timer) < 0)
+		timer_set(&b->report_timer, 0);
+}
+
+/*
+ * End whatever b's worker left behind (its cgroup, else its process group
+ * and session). The finish report waits until that is done, so that the
+ * server never hands this agent a new build while the old one still runs
+ * (the build keeps counting against the cap and in taskList until then).
+ */
+static void
+build_tree_end(struct build *b)
+{
+	b->tree_busy = 1;
+	tree_terminate(b->pid, b->start_time, b->cgroup,
+	    agent_period(P_KILL_GRACE), tree_gone, b);
+}
+
+/* The worker leader ended (reaped: have_status, or seen gone when adopted). */
+static void
+build_ended(struct build *b, int have_status, int status)
+{
+	log_info("build %s: worker %ld ended (%s)", b->key, (long)b->pid,
+	    have_status ? child_status_str(status) : "adopted, status unknown");
+	b->have_status = have_status;
+	b->wait_status = status;
+	build_tree_end(b);
 }
 
 /* Reaper callback for a worker we started. */
@@ -440,6 +523,25 @@ watch_adopted(struct build *b)
 			return;
 		}
 		close(fd);
+	}
+#elif defined(__APPLE__)
+	/* kqueue: its fd turns readable once NOTE_EXIT fired. */
+	int kq = kqueue();
+	struct kevent kev;
+
+	if (kq != -1) {
+		(void)fcntl(kq, F_SETFD, FD_CLOEXEC);
+		EV_SET(&kev, b->pid, EVFILT_PROC, EV_ADD | EV_ONESHOT, NOTE_EXIT,
+		    0, NULL);
+		if (kevent(kq, &kev, 1, NULL, 0, NULL) == 0 &&
+		    proc_same(b->pid, b->start_time) &&
+		    ev_fd_add(kq, POLLIN, adopted_fd_ready, b) == 0) {
+			b->pidfd = kq;
+			log_info("build %s: watching adopted worker %ld (kqueue)",
+			    b->key, (long)b->pid);
+			return;
+		}
+		close(kq);
 	}
 #endif
 	log_info("build %s: watching adopted worker %ld (1 s /proc poll)",
@@ -529,7 +631,8 @@ report_send(void *arg)
 	struct build *b = arg;
 	char *body;
 
-	if (b->report_busy || b->state != B_FINISHED)
+	/* tree_gone() sends it once the leftovers are gone. */
+	if (b->report_busy || b->state != B_FINISHED || b->tree_busy)
 		return;
 	body = build_finish_json(b);
 	if (http_json("POST", EP_FINISH, body, report_done, b) == -1)
@@ -547,8 +650,10 @@ build_flush_reports(int budget_ms)
 	int pending;
 
 	for (b = builds; b != NULL; b = b->next)
-		if (b->state == B_FINISHED && !b->report_busy)
+		if (b->state == B_FINISHED && !b->report_busy && !b->tree_busy) {
+			timer_cancel(&b->report_timer);
 			report_send(b);
+		}
 	do {
 		pending = 0;
 		for (b = builds; b != NULL; b = b->next)
@@ -667,6 +772,21 @@ write_build_file(const char *path, const char *text, mode_t mode,
 	return 0;
 }
 
+/* The build's own cgroup, named after its journal file; NULL when off. */
+static char *
+build_cgroup_create(const struct build *b)
+{
+	const char *base = strrchr(b->journal, '/');
+	char *name, *dir;
+
+	name = xstrdup(base != NULL ? base + 1 : b->journal);
+	if (str_ends(name, ".json"))
+		name[strlen(name) - 5] = '\0';
+	dir = tree_cgroup_create(name);
+	free(name);
+	return dir;
+}
+
 /* Start the worker of a claimed build (§6.3-6.8). */
 static void
 build_launch(struct build *b)
@@ -733,7 +853,14 @@ build_launch(struct build *b)
 	}
 	free(text);
 
-	b->cgroup = tree_cgroup_create(b->key);
+	/*
+	 * The cgroup is journaled before the spawn: should the agent die
+	 * between the spawn and the next journal write, the next start still
+	 * finds (and ends) whatever runs in it.
+	 */
+	b->cgroup = build_cgroup_create(b);
+	if (b->cgroup != NULL)
+		(void)journal_write(b);
 	char *argv[] = { b->prepare_script, NULL };
 	o.path = b->prepare_script;
 	o.argv = argv;
@@ -742,9 +869,20 @@ build_launch(struct build *b)
 	o.new_session = 1;	/* an agent restart never touches the worker */
 	o.cgroup_procs = tree_cgroup_procs(b->cgroup);
 	pid = child_spawn(&o, err, sizeof(err));
+	if (pid == -1 && b->cgroup != NULL && strncmp(err, "cgroup", 6) == 0) {
+		/* Not delegated to us after all: the process group must do. */
+		tree_cgroup_disable(err);
+		tree_cgroup_remove(b->cgroup);
+		free(b->cgroup);
+		b->cgroup = NULL;
+		o.cgroup_procs = NULL;
+		pid = child_spawn(&o, err, sizeof(err));
+	}
 	envlist_free(&env);
 	if (pid == -1) {
 		tree_cgroup_remove(b->cgroup);
+		free(b->cgroup);
+		b->cgroup = NULL;
 		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
 		return;
 	}
@@ -761,7 +899,7 @@ build_launch(struct build *b)
 static void
 build_claimed(cJSON *info)
 {
-	struct build *b = build_new(info);
+	struct build *b = build_new(info, NULL);
 	const cJSON *dbi = json_get(info, "dockerBuildInfo");
 
 	log_info("build %s claimed (project %s, workspace '%s')", b->key,
@@ -910,74 +1048,139 @@ build_kick(void)
 
 /* ---------------------------------------------------------------- recovery */
 
-/* Re-adopt one journal entry after a restart (docs/durability.md). */
+/* Move a journal file that cannot be used aside as <path>.corrupt. */
+static void
+journal_corrupt(const char *path, const char *why)
+{
+	char *bad = xasprintf("%s.corrupt", path);
+
+	log_error("journal %s is corrupt (%s); kept as %s for inspection",
+	    path, why, bad);
+	if (rename(path, bad) == -1)
+		log_warn("cannot rename %s", path);
+	free(bad);
+}
+
+/* enum build_state of a journaled state name, or -1. */
+static int
+state_parse(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < nitems(state_names); i++)
+		if (strcmp(name, state_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+/*
+ * Parse journal text into a new table entry (state, pid, start time, cgroup
+ * and result restored; nothing started). NULL with why when corrupt.
+ */
+static struct build *
+journal_parse(const char *path, const char *text, char *why, size_t whylen)
+{
+	cJSON *j = cJSON_Parse(text), *info;
+	const cJSON *res = NULL;
+	char *state = NULL, *cgroup = NULL, *msg = NULL;
+	long long pid = 0, start = 0;
+	int has_pid = 0, st = -1, ok = 0, code = 0;
+	struct build *b = NULL;
+
+	info = j != NULL ? (cJSON *)json_get(j, "build") : NULL;
+	if (!cJSON_IsObject(j) || !cJSON_IsObject(info)) {
+		snprintf(why, whylen, "not a JSON object with a build");
+	} else if (build_info_check(info, why, whylen) == -1) {
+		/* why says which field */
+	} else if (json_get_str(j, "state", &state) == -1 || state == NULL ||
+	    (st = state_parse(state)) == -1) {
+		snprintf(why, whylen, "no valid state");
+	} else if (json_get_ll(j, "pid", &pid, &has_pid) == -1 ||
+	    json_get_ll(j, "startTime", &start, NULL) == -1 || pid < 0 ||
+	    start < 0 || (st == B_RUNNING && pid <= 1)) {
+		snprintf(why, whylen, "bad pid or startTime");
+	} else if (json_get_str(j, "cgroup", &cgroup) == -1 ||
+	    (cgroup != NULL && cgroup[0] != '/')) {
+		snprintf(why, whylen, "bad cgroup");
+	} else if (json_get_obj(j, "result", &res) == -1 ||
+	    (st == B_FINISHED && (res == NULL ||
+	    json_get_bool(res, "success", &ok) == -1 ||
+	    json_get_int(res, "errorCode", &code, NULL) == -1 ||
+	    json_get_str(res, "message", &msg) == -1))) {
+		snprintf(why, whylen, "bad result");
+	} else {
+		b = build_new(cJSON_DetachItemViaPointer(j, info), path);
+		b->state = (enum build_state)st;
+		b->pid = (pid_t)pid;
+		b->start_time = (unsigned long long)start;
+		b->cgroup = cgroup;
+		cgroup = NULL;
+		if (st == B_FINISHED) {
+			b->success = ok;
+			b->message = msg ? msg : xstrdup("");
+			b->error_code = ok ? 0 : code;
+			msg = NULL;
+		}
+	}
+	free(state);
+	free(cgroup);
+	free(msg);
+	cJSON_Delete(j);
+	return b;
+}
+
+/*
+ * Re-adopt one journal entry after a restart (docs/durability.md):
+ * running and alive -> watched again; running but gone -> outcome from the
+ * error file; finished -> its report goes out again; claimed -> failed.
+ * Leftover processes are ended first in every case but the first.
+ */
 static void
 journal_recover(const char *path)
 {
-	char *text = NULL, err[160], *state = NULL;
-	cJSON *j, *info;
-	const cJSON *res;
-	long long pid = 0, start = 0;
+	char *text = NULL, why[200];
 	struct build *b;
 
-	if (fs_read_file(path, 1 << 20, &text, NULL) == -1) {
-		log_warn("journal %s unreadable", path);
+	if (fs_read_file(path, JOURNAL_MAX, &text, NULL) == -1) {
+		if (errno == EFBIG)
+			journal_corrupt(path, "too large");
+		else
+			log_warn("journal %s unreadable", path);
 		return;
 	}
-	j = cJSON_Parse(text);
+	b = journal_parse(path, text, why, sizeof(why));
 	free(text);
-	info = j ? (cJSON *)json_get(j, "build") : NULL;
-	if (info == NULL || !cJSON_IsObject(info) ||
-	    build_info_check(info, err, sizeof(err)) == -1 ||
-	    json_get_str(j, "state", &state) == -1 || state == NULL ||
-	    json_get_ll(j, "pid", &pid, NULL) == -1 ||
-	    json_get_ll(j, "startTime", &start, NULL) == -1) {
-		char *bad = xasprintf("%s.corrupt", path);
-		log_error("journal %s is corrupt; kept as %s", path, bad);
-		(void)rename(path, bad);
-		free(bad);
-		free(state);
-		cJSON_Delete(j);
+	if (b == NULL) {
+		journal_corrupt(path, why);
 		return;
 	}
-	info = cJSON_DetachItemViaPointer(j, info);
-	b = build_new(info);
-	b->pid = (pid_t)pid;
-	b->start_time = (unsigned long long)start;
-	if (json_get_str(j, "cgroup", &b->cgroup) == -1)
-		b->cgroup = NULL;
-	if (strcmp(state, "finished") == 0 &&
-	    json_get_obj(j, "result", &res) == 0 && res != NULL) {
-		int ok = 0, code = 0;
-		char *msg = NULL;
-		(void)json_get_bool(res, "success", &ok);
-		(void)json_get_int(res, "errorCode", &code, NULL);
-		(void)json_get_str(res, "message", &msg);
-		b->state = B_FINISHED;
-		b->success = ok;
-		b->message = msg ? msg : xstrdup("");
-		b->error_code = code;
-		log_info("build %s: finish report pending from before the restart", b->key);
-		timer_set(&b->report_timer, 0);
-	} else if (strcmp(state, "running") == 0 && proc_same(b->pid, b->start_time)) {
-		b->state = B_RUNNING;
-		b->adopted = 1;
-		log_info("build %s: worker %ld still running; re-adopted", b->key,
-		    (long)b->pid);
-		watch_adopted(b);
-	} else if (strcmp(state, "running") == 0) {
-		b->state = B_RUNNING;
-		log_info("build %s: worker %ld ended while the agent was down", b->key,
-		    (long)b->pid);
-		build_ended(b, 0, 0);
-	} else {
-		log_warnx("build %s: claimed but never started before the restart",
-		    b->key);
+	switch (b->state) {
+	case B_FINISHED:
+		log_info("build %s: finish report pending from before the "
+		    "restart", b->key);
+		build_tree_end(b);	/* the report follows from tree_gone() */
+		break;
+	case B_RUNNING:
+		if (proc_same(b->pid, b->start_time)) {
+			b->adopted = 1;
+			log_info("build %s: worker %ld still running; re-adopted",
+			    b->key, (long)b->pid);
+			watch_adopted(b);
+		} else {
+			log_info("build %s: worker %ld ended while the agent was "
+			    "down", b->key, (long)b->pid);
+			build_ended(b, 0, 0);
+		}
+		break;
+	case B_CLAIMED:
+		log_warnx("build %s: claimed but never started before the "
+		    "restart", b->key);
+		b->pid = 0;	/* no worker of ours: only its cgroup may hold one */
+		build_tree_end(b);
 		build_finish(b, 0, "the agent restarted before the worker started",
 		    ERR_BUILD_PROCESS_START);
+		break;
 	}
-	free(state);
-	cJSON_Delete(j);
 }
 
 /* Load every journal entry. */
@@ -1009,8 +1212,17 @@ journal_load(void)
 void
 build_start_loop(void)
 {
+	char md5[MD5_HEX_LEN], *tag;
+
+	/* One parent cgroup per install: agent id + a digest of the workdir. */
+	md5_hex(A.workdir, strlen(A.workdir), md5);
+	tag = xasprintf("devops-agent-%s-%.8s", A.cfg.agent_id ?
+	    A.cfg.agent_id : "", md5);
+	tree_init(tag);
+	free(tag);
 	timer_init(&pull_timer, "build-pull", pull_tick, NULL);
 	journal_load();
+	tree_cgroup_sweep();
 	if (builds != NULL)
 		log_info("journal: %d build(s) recovered, %d counting against the cap",
 		    build_total_count(), build_active_count());

@@ -6,7 +6,8 @@
  *
  *   CLAIMED  -> the server handed it out; nothing started yet
  *   RUNNING  -> the worker runs (pid + start time identify it)
- *   FINISHED -> the outcome is known; the finish report is in the outbox
+ *   FINISHED -> the outcome is known; the finish report is in the outbox,
+ *               sent once the worker's leftover processes are gone (tree.h)
  *   (gone)   -> the server acknowledged workerBuildFinish; journal deleted
  */
 #ifndef BUILD_H
@@ -44,15 +45,17 @@ struct build {
 	pid_t		 pid;		/* worker leader (prepare script shell) */
 	unsigned long long start_time;	/* proc_start_time(pid) */
 	int		 adopted;	/* not our child: watched by pidfd/poll */
-	int		 pidfd;		/* adopted watch fd, -1 if none */
-	char		*cgroup;	/* per-build cgroup dir, or NULL */
+	int		 pidfd;		/* adopted watch: pidfd/kqueue, -1 if none */
+	char		*cgroup;	/* per-build cgroup dir, or NULL (tree.h) */
+	int		 tree_busy;	/* leftovers being ended: outcome waits */
+	int		 have_status;	/* we reaped the leader: wait_status valid */
+	int		 wait_status;
 	/* outcome */
 	int		 success;
 	char		*message;
 	int		 error_code;	/* 0 when success */
 	/* timers */
 	struct timer	 watch_timer;	/* /proc poll fallback for adopted workers */
-	struct timer	 kill_timer;	/* SIGKILL the leftovers after the grace */
 	struct timer	 report_timer;	/* outbox retry */
 	int64_t		 report_backoff;
 	int		 report_busy;

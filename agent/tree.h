@@ -1,9 +1,16 @@
 /*
- * tree.h - ending whatever a build leaves behind (issue: no orphaned
- * processes). A worker runs in its own session, so its process group id is
- * its pid. When the leader ends, the rest of the group (and, where cgroup v2
- * is writable, the build's cgroup, which also holds children that called
- * setsid) gets SIGTERM, then SIGKILL after a grace period.
+ * tree.h - ending whatever a build leaves behind (issue 6: no orphaned
+ * processes; docs/durability.md).
+ *
+ * A worker runs in its own session, so its process group id and session id
+ * are its pid. Where cgroup v2 is mounted and writable, each build also gets
+ * its own cgroup, <agent's cgroup>/<tag>/<build>, which the worker joins
+ * before exec: it holds every descendant, including children that called
+ * setsid, and cgroup.kill ends them all at once. Otherwise the process group
+ * and session of the worker are the fallback.
+ *
+ * When the leader ends, the rest gets SIGTERM, then SIGKILL after a grace
+ * period; the cgroup is removed once empty.
  */
 #ifndef TREE_H
 #define TREE_H
@@ -12,28 +19,69 @@
 #include <sys/types.h>
 
 /**
- * SIGTERM the process group pgid and every process in cgroup (a directory,
- * or NULL), then SIGKILL whatever is left after grace_ms (cgroup.kill where
- * available). Runs from the event loop; returns at once. The cgroup
- * directory is removed once empty. cgroup is copied.
+ * Choose the mechanism once per process and log it: find a cgroup v2 mount
+ * (/proc/self/mountinfo), the agent's own cgroup (/proc/self/cgroup) and
+ * create <own>/<tag> as the parent of the build cgroups. tag is a directory
+ * name (copied; characters outside [A-Za-z0-9._-] become '_'). The
+ * environment variable DEVOPS_AGENT_CGROUP=off forces the process-group
+ * fallback. Safe to call again (no-op).
  */
-void tree_terminate(pid_t pgid, const char *cgroup, int64_t grace_ms);
+void tree_init(const char *tag);
+
+/** "cgroup v2 (<dir>, cgroup.kill)" or "process group/session (<why>)". Static. */
+const char *tree_mechanism(void);
 
 /**
- * Create a cgroup v2 directory for build key under the agent's own cgroup
- * when cgroup v2 is mounted and writable. Returns the new directory (caller
- * frees) or NULL (then the process group is the only mechanism). The choice
- * is logged once.
+ * Create the cgroup directory of build name (a file-name-safe key) under
+ * the parent made by tree_init. Returns the new directory (caller frees) or
+ * NULL when cgroups are off or mkdir failed (logged; the process group is
+ * then the only mechanism for this build). An existing empty directory of
+ * the same name is reused.
  */
-char *tree_cgroup_create(const char *key);
+char *tree_cgroup_create(const char *name);
 
 /** "<cgroup>/cgroup.procs" for spawn_opts.cgroup_procs, or NULL. Static buffer. */
 const char *tree_cgroup_procs(const char *cgroup);
 
-/** Remove an (empty) cgroup directory; NULL is ignored. */
+/**
+ * Turn cgroups off for the rest of the process (a worker could not join its
+ * cgroup: the hierarchy is not delegated to us). why is logged.
+ */
+void tree_cgroup_disable(const char *why);
+
+/** Remove an (empty) cgroup directory; NULL and ENOENT are ignored. */
 void tree_cgroup_remove(const char *cgroup);
 
-/** Number of processes still alive in group pgid or cgroup (0 = none). */
-int tree_count(pid_t pgid, const char *cgroup);
+/**
+ * Remove every empty build cgroup left under the parent by an earlier run
+ * (call after the journal is loaded; populated ones are left alone and
+ * logged).
+ */
+void tree_cgroup_sweep(void);
+
+/**
+ * Processes still alive in cgroup (when non-NULL), else in process group or
+ * session pgid that started at or after since (proc_start_time units of the
+ * leader; 0 = any) and, when pid pgid now names another process, before
+ * that one (pid reuse). 0 = none; -1 when the cgroup cannot be read;
+ * without /proc the group is probed with kill(-pgid, 0), zombies included.
+ */
+int tree_count(pid_t pgid, unsigned long long since, const char *cgroup);
+
+/** Called once the tree is gone (or given up on). */
+typedef void (*tree_done_fn)(void *arg);
+
+/**
+ * End the tree of a worker whose leader exited: SIGTERM every process in
+ * cgroup (or, without one, in process group/session pgid started at or
+ * after since), then SIGKILL what is left after grace_ms (ms; cgroup.kill
+ * where available), then remove the cgroup. Runs from the event loop and
+ * returns at once; done(arg) runs from the loop once nothing is left (or 5 s
+ * after SIGKILL when processes refuse to die, logged), never before
+ * tree_terminate returns. pgid <= 1 and no cgroup: done runs at once.
+ * cgroup is copied. done may be NULL.
+ */
+void tree_terminate(pid_t pgid, unsigned long long since, const char *cgroup,
+    int64_t grace_ms, tree_done_fn done, void *arg);
 
 #endif

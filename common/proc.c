@@ -1,4 +1,5 @@
 /* proc.c - process identity checks through /proc. */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -96,4 +97,73 @@ proc_exe_is(pid_t pid, const char *path)
 		return 1;
 	wl = strlen(want);
 	return strncmp(target, want, wl) == 0 && strcmp(target + wl, " (deleted)") == 0;
+}
+
+/*
+ * Read state, process group, session and start time of pid from
+ * /proc/<pid>/stat (fields 3, 5, 6 and 22). 0, or -1 when it is gone.
+ */
+static int
+proc_stat_ids(pid_t pid, char *state, pid_t *pgrp, pid_t *sid,
+    unsigned long long *start)
+{
+	char path[64], *buf, *p, *end;
+	int field;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if (fs_read_file(path, 4096, &buf, NULL) == -1)
+		return -1;
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ') {
+		free(buf);
+		return -1;
+	}
+	p += 2;
+	*state = *p;
+	*pgrp = *sid = 0;
+	*start = 0;
+	for (field = 3; p != NULL && field <= 22; field++) {
+		if (field == 5)
+			*pgrp = (pid_t)strtol(p, &end, 10);
+		else if (field == 6)
+			*sid = (pid_t)strtol(p, &end, 10);
+		else if (field == 22)
+			*start = strtoull(p, &end, 10);
+		if ((p = strchr(p, ' ')) != NULL)
+			p++;
+	}
+	free(buf);
+	return 0;
+}
+
+int
+proc_group_members(pid_t pgid, pid_t sid, unsigned long long since,
+    unsigned long long until, pid_t *pids, int max)
+{
+	DIR *d;
+	struct dirent *e;
+	int n = 0;
+
+	if ((d = opendir("/proc")) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char state, *end;
+		pid_t pid, g, s;
+		unsigned long long start;
+		long v = strtol(e->d_name, &end, 10);
+
+		if (*end != '\0' || v <= 0)
+			continue;
+		pid = (pid_t)v;
+		if (proc_stat_ids(pid, &state, &g, &s, &start) == -1 ||
+		    state == 'Z' || state == 'X' || start < since ||
+		    (until != 0 && start >= until))
+			continue;
+		if ((pgid > 0 && g == pgid) || (sid > 0 && s == sid)) {
+			if (n < max)
+				pids[n] = pid;
+			n++;
+		}
+	}
+	closedir(d);
+	return n;
 }

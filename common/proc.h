@@ -31,4 +31,19 @@ int proc_exe_is(pid_t pid, const char *path);
 /** 1 when pid exists and is not a zombie, else 0. */
 int proc_alive(pid_t pid);
 
+/**
+ * Live (non-zombie) processes whose process group is pgid or whose session
+ * is sid (either may be 0 to skip it) and whose start time t satisfies
+ * since <= t and, when until is not 0, t < until (proc_start_time units).
+ * The window keeps a reused pgid/sid from naming processes that do not
+ * belong to the tree being looked for: pass the start time of the tree's
+ * leader as since and, when that pid now names another process, that
+ * process's start time as until.
+ * Stores up to max pids in pids (may be NULL when max is 0) and returns how
+ * many matched (which may exceed max), or -1 with errno when the process
+ * table cannot be read (always on systems without /proc).
+ */
+int proc_group_members(pid_t pgid, pid_t sid, unsigned long long since,
+    unsigned long long until, pid_t *pids, int max);
+
 #endif
