@@ -193,6 +193,7 @@ main(int argc, char *argv[])
 	};
 	if (http_init(&hs) == -1)
 		fatalx("cannot initialise libcurl");
+	ev_set_poller(http_wait, http_dispatch);
 	if (fs_is_file(".cert"))
 		log_info("trusting the extra CA certificates in .cert");
 	if (ev_signal(SIGTERM, on_term, NULL) == -1 ||

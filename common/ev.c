@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "ev.h"
-#include "http.h"
 #include "log.h"
 #include "util.h"
 
@@ -33,6 +32,23 @@ static struct {
 	void		*arg;
 } sigs[EV_MAX_SIGS];
 static unsigned int nsigs;
+
+/* poll(2) with the poller signature. */
+static int
+plain_wait(struct pollfd *pfds, unsigned int n, int timeout_ms)
+{
+	return poll(pfds, n, timeout_ms);
+}
+
+static int (*poller_wait)(struct pollfd *, unsigned int, int) = plain_wait;
+static void (*poller_dispatch)(void);
+
+void
+ev_set_poller(int (*wait)(struct pollfd *, unsigned int, int), void (*dispatch)(void))
+{
+	poller_wait = wait != NULL ? wait : plain_wait;
+	poller_dispatch = dispatch;
+}
 
 /* Async-signal-safe: only write the number to the pipe. */
 static void
@@ -227,7 +243,7 @@ ev_run_once(int max_wait_ms)
 		pfd[i + 1].events = fds[i].events;
 		pfd[i + 1].revents = 0;
 	}
-	if (http_wait(pfd, n + 1, (int)wait) == -1 && errno != EINTR)
+	if (poller_wait(pfd, n + 1, (int)wait) == -1 && errno != EINTR)
 		log_warnx("event loop: poll failed");
 	if (pfd[0].revents)
 		drain_signals();
@@ -242,7 +258,8 @@ ev_run_once(int max_wait_ms)
 				break;
 			}
 	}
-	http_dispatch();
+	if (poller_dispatch != NULL)
+		poller_dispatch();
 	run_timers();
 }
 

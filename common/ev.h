@@ -2,9 +2,8 @@
  * ev.h - the one event loop of a process (STYLE.md §4).
  *
  * Timers run on CLOCK_MONOTONIC; the loop sleeps until the earliest deadline
- * or until a watched fd, a signal or an HTTP transfer needs attention. HTTP
- * is driven through http_wait/http_dispatch (curl multi), so requests never
- * block the loop. Signal handlers only write the signal number to a
+ * or until a watched fd, a signal or (through ev_set_poller) an HTTP
+ * transfer needs attention, so requests never block the loop. Signal handlers only write the signal number to a
  * self-pipe; registered signal callbacks run from the loop.
  */
 #ifndef EV_H
@@ -23,6 +22,8 @@ struct timer {
 
 typedef void (*ev_fd_fn)(int fd, short revents, void *arg);
 typedef void (*ev_sig_fn)(int signo, void *arg);
+
+#include <poll.h>
 
 /** Set up the self-pipe. Call once before anything else. 0 or -1/errno. */
 int ev_init(void);
@@ -48,6 +49,16 @@ void ev_fd_del(int fd);
 int ev_signal(int signo, ev_sig_fn fn, void *arg);
 /** Restore default dispositions of every caught signal (child side of fork). */
 void ev_signal_reset_child(void);
+
+/**
+ * Multiplex more work into the loop's wait: wait() must behave like poll(2)
+ * on the given fds (the agent passes http_wait, which also waits on curl's
+ * sockets) and dispatch() runs after every wake-up (http_dispatch). Without
+ * a poller the loop uses plain poll(2), so processes without HTTP (the
+ * daemon) do not link libcurl.
+ */
+void ev_set_poller(int (*wait)(struct pollfd *fds, unsigned int n, int timeout_ms),
+    void (*dispatch)(void));
 
 /** Run until ev_stop(). Returns 0. */
 int ev_run(void);
