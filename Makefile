@@ -138,4 +138,11 @@ $(TIDY_RUNS): tidy/%: $(BUILD)/.deps-ok
 
 .PHONY: analyze tidy $(TIDY_RUNS)
 
+# Benchmarks print figures; they never fail on a number (machines are noisy).
+bench: all
+	$(PYTHON) bench/agent_figures.py
+	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
+
+.PHONY: bench
+
 -include $(COMMON_OBJ:.o=.d) $(AGENT_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UPGRADER_OBJ:.o=.d)
