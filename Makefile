@@ -146,3 +146,10 @@ bench: all
 .PHONY: bench
 
 -include $(COMMON_OBJ:.o=.d) $(AGENT_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UPGRADER_OBJ:.o=.d)
+
+# devopsDaemon restart latency only: median and p95 over 50 SIGKILLs of the
+# agent (real bin/devopsAgent when built, else the stub agent).
+bench-restart: $(BIN)/devopsDaemon $(BIN)/devopsAgent
+	AGENT_BIN_DIR=$(abspath $(BIN)) $(PYTHON) bench/restart_latency.py
+
+.PHONY: bench-restart
