@@ -135,6 +135,7 @@ tree_init(const char *tag)
 {
 	const char *knob = getenv("DEVOPS_AGENT_CGROUP");
 	char *own = NULL, *dir = NULL, *safe, *s, kill_file[PATH_MAX + 16];
+	int made;
 
 	if (cg.inited)
 		return;
@@ -161,7 +162,8 @@ tree_init(const char *tag)
 			*s = '_';
 	cg.base = xasprintf("%s/%s", dir, safe);
 	free(safe);
-	if (mkdir(cg.base, 0755) == -1 && errno != EEXIST) {
+	/* Probe: may we create it? It only stays while it has build children. */
+	if ((made = mkdir(cg.base, 0755)) == -1 && errno != EEXIST) {
 		snprintf(cg.mech, sizeof(cg.mech), "process group/session "
 		    "(cannot create cgroup %s: %s)", cg.base, strerror(errno));
 		free(cg.base);
@@ -172,6 +174,8 @@ tree_init(const char *tag)
 	snprintf(cg.mech, sizeof(cg.mech), "cgroup v2 (%s, %s)", cg.base,
 	    access(kill_file, F_OK) == 0 ? "cgroup.kill" :
 	    "freeze + SIGKILL per process");
+	if (made == 0)
+		(void)rmdir(cg.base);
 out:
 	log_info("process-tree cleanup: %s", cg.mech);
 	free(own);
@@ -203,6 +207,12 @@ tree_cgroup_create(const char *name)
 
 	if (cg.base == NULL)
 		return NULL;
+	/* The parent only lives while it has children (tree_cgroup_remove). */
+	if (mkdir(cg.base, 0755) == -1 && errno != EEXIST) {
+		log_warn("cannot create cgroup %s; this build relies on its "
+		    "process group", cg.base);
+		return NULL;
+	}
 	dir = xasprintf("%s/%s", cg.base, name);
 	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
 		log_warn("cannot create cgroup %s; this build relies on its "
@@ -224,11 +234,31 @@ tree_cgroup_procs(const char *cgroup)
 	return buf;
 }
 
+/* Remove our parent cgroup when no build cgroup is left in it. */
+static void
+base_remove_if_empty(void)
+{
+	if (cg.base != NULL && rmdir(cg.base) == -1 && errno != ENOENT &&
+	    errno != EBUSY && errno != ENOTEMPTY)
+		log_warn("cannot remove cgroup %s", cg.base);
+}
+
 void
 tree_cgroup_remove(const char *cgroup)
 {
-	if (cgroup != NULL && rmdir(cgroup) == -1 && errno != ENOENT)
+	const char *slash;
+
+	if (cgroup == NULL)
+		return;
+	if (rmdir(cgroup) == -1 && errno != ENOENT) {
 		log_warn("cannot remove cgroup %s", cgroup);
+		return;
+	}
+	slash = strrchr(cgroup, '/');
+	if (cg.base != NULL && slash != NULL &&
+	    strlen(cg.base) == (size_t)(slash - cgroup) &&
+	    strncmp(cg.base, cgroup, (size_t)(slash - cgroup)) == 0)
+		base_remove_if_empty();
 }
 
 void
@@ -251,6 +281,7 @@ tree_cgroup_sweep(void)
 		free(dir);
 	}
 	closedir(d);
+	base_remove_if_empty();
 }
 
 /* ---------------------------------------------------------------- signals */

@@ -21,7 +21,8 @@
 /**
  * Choose the mechanism once per process and log it: find a cgroup v2 mount
  * (/proc/self/mountinfo), the agent's own cgroup (/proc/self/cgroup) and
- * create <own>/<tag> as the parent of the build cgroups. tag is a directory
+ * create <own>/<tag> as the parent of the build cgroups (the test that
+ * cgroups are usable here). tag is a directory
  * name (copied; characters outside [A-Za-z0-9._-] become '_'). The
  * environment variable DEVOPS_AGENT_CGROUP=off forces the process-group
  * fallback. Safe to call again (no-op).
@@ -49,13 +50,17 @@ const char *tree_cgroup_procs(const char *cgroup);
  */
 void tree_cgroup_disable(const char *why);
 
-/** Remove an (empty) cgroup directory; NULL and ENOENT are ignored. */
+/**
+ * Remove an (empty) cgroup directory, and the parent made by tree_init
+ * when that is left empty; NULL and ENOENT are ignored.
+ */
 void tree_cgroup_remove(const char *cgroup);
 
 /**
- * Remove every empty build cgroup left under the parent by an earlier run
- * (call after the journal is loaded; populated ones are left alone and
- * logged).
+ * Remove every empty build cgroup left under the parent by an earlier run,
+ * then the parent itself when empty (call after the journal is loaded;
+ * populated ones are left alone). The parent is created again with the
+ * next build cgroup, so no empty directory outlives the builds.
  */
 void tree_cgroup_sweep(void);
 
