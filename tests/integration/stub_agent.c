@@ -20,7 +20,8 @@
  *                in its own session; its pid goes to stub_agent.workers
  *
  * Every start appends one JSON line to stub_agent.starts: pid, args, cwd,
- * session id, the targets of the fds it was given, the mode, $STUB_MARK and
+ * session id, the targets of the fds it was given, its ignored and blocked
+ * signal masks (hex, /proc/self/status), the mode, $STUB_MARK and
  * whether it got agent.lock ("locked"; false means it exited 0 at once).
  */
 #define _GNU_SOURCE
@@ -56,6 +57,26 @@ json_str(FILE *f, const char *s)
 }
 
 static char fds[4096];	/* "fd": "target" pairs, taken before we open anything */
+static char sigign[32] = "?", sigblk[32] = "?";	/* from /proc/self/status */
+
+/* Copy the SigIgn and SigBlk masks we were started with. */
+static void
+sigs_read(void)
+{
+	char line[256];
+	FILE *f;
+
+	if ((f = fopen("/proc/self/status", "r")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "SigIgn:\t", 8) == 0)
+			snprintf(sigign, sizeof(sigign), "%.31s", line + 8);
+		else if (strncmp(line, "SigBlk:\t", 8) == 0)
+			snprintf(sigblk, sizeof(sigblk), "%.31s", line + 8);
+	}
+	fclose(f);
+}
 
 /* List the fds we were given into fds. */
 static void
@@ -104,7 +125,8 @@ record_start(int argc, char **argv, int locked)
 	}
 	fprintf(f, "], \"cwd\": ");
 	json_str(f, getcwd(cwd, sizeof(cwd)));
-	fprintf(f, ", \"sid\": %ld, \"fds\": {%s}, \"mode\": ", (long)getsid(0), fds);
+	fprintf(f, ", \"sid\": %ld, \"fds\": {%s}, \"sigign\": \"%s\", \"sigblk\": \"%s\","
+	    " \"mode\": ", (long)getsid(0), fds, sigign, sigblk);
 	json_str(f, mode);
 	fprintf(f, ", \"mark\": ");
 	if ((mark = getenv("STUB_MARK")) != NULL)
@@ -192,6 +214,7 @@ main(int argc, char **argv)
 		return 0;
 	}
 	fds_list();
+	sigs_read();
 	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) < 0)
 		return 1;
 	self[n] = '\0';

@@ -78,6 +78,23 @@ def test_starts_agent_detached_in_own_dir(inst, tmp_path):
     assert rec["locked"]
 
 
+def test_agent_gets_default_signal_dispositions(inst):
+    d, procs = inst
+    # As `nohup devopsDaemon &` from a script: SIGHUP, SIGINT, SIGQUIT ignored.
+    def ignore():
+        for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
+            signal.signal(s, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    p = subprocess.Popen([str(d / "devopsDaemon")], cwd=str(d.parent),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, preexec_fn=ignore)
+    procs.append(p)
+    assert sa.wait_new_agent(d)
+    rec = sa.starts(d)[-1]
+    assert int(rec["sigign"], 16) == 0, rec["sigign"]
+    assert int(rec["sigblk"], 16) == 0, rec["sigblk"]
+
+
 def test_debug_is_forwarded(inst):
     d, _ = inst
     run_daemon(inst, "debug")
