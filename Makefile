@@ -4,6 +4,7 @@
 #   make check        every test: unit (C), script lint, integration (pytest)
 #   make demo         main job: fake BK-CI server + daemon + agent run a real build
 #   make check-asan   the whole suite built with AddressSanitizer + UBSan
+#   make check-valgrind   the unit tests under valgrind (errors, definite leaks)
 #   make analyze      cppcheck + clang-tidy (.clang-tidy), clean or it fails
 #   make VERSION=v1.2.3   set the version printed by `devopsAgent version`
 
@@ -94,9 +95,33 @@ integration: all
 
 check: all unit lint integration
 
+# Sanitizer reports go to files (log_path), so that every instrumented
+# process of the suite counts, also those a test starts in the background and
+# whose output nobody reads: any report fails the target, which prints it.
+# verify_asan_link_order=0 lets the fault tests LD_PRELOAD their shim.
+SAN_REPORTS = $(abspath build/asan/reports)
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:verify_asan_link_order=0:log_path=$(SAN_REPORTS)/asan \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(SAN_REPORTS)/ubsan
+
 check-asan:
-	$(MAKE) BUILD=build/asan BIN=build/asan/bin OPT="-O1 -g -fno-omit-frame-pointer" \
-		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
+	@rm -rf $(SAN_REPORTS) && mkdir -p $(SAN_REPORTS)
+	@$(SAN_ENV) $(MAKE) BUILD=build/asan BIN=build/asan/bin \
+		OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check; \
+	rc=$$?; \
+	if [ -n "$$(ls -A $(SAN_REPORTS))" ]; then \
+		echo "check-asan: sanitizer reports:"; cat $(SAN_REPORTS)/*; rc=1; \
+	else \
+		echo "check-asan: no sanitizer report"; \
+	fi; \
+	exit $$rc
+
+# Unit tests under valgrind: any memcheck error or definite leak fails.
+VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite --show-leak-kinds=definite
+
+check-valgrind: $(UNIT_BIN)
+	@UNIT_WRAPPER="$(VALGRIND)" tests/unit/run.sh $(UNIT_BIN)
 
 demo: all
 	$(PYTHON) tests/demo.py
@@ -104,7 +129,7 @@ demo: all
 clean:
 	rm -rf build $(PROGS)
 
-.PHONY: all unit lint integration check check-asan demo clean
+.PHONY: all unit lint integration check check-asan check-valgrind demo clean
 
 # ---------------------------------------------------------------- analysis
 # `make analyze`: cppcheck, then clang-tidy (checks and exclusions in

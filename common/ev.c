@@ -237,6 +237,7 @@ ev_run_once(int max_wait_ms)
 	}
 	pfd[0].fd = sigpipe[0];
 	pfd[0].events = POLLIN;
+	pfd[0].revents = 0;	/* poll() leaves it untouched when interrupted */
 	n = nfds;
 	for (i = 0; i < n; i++) {
 		pfd[i + 1].fd = fds[i].fd;
