@@ -428,6 +428,27 @@ http_json(const char *method, const char *path, const char *body,
 	return req_submit(json_req_new(method, path, body), cb, arg);
 }
 
+/* POST with a caller-chosen Content-Type (line protocol). */
+int
+http_post(const char *path, const char *content_type, const char *body,
+    http_cb cb, void *arg)
+{
+	struct http_req *r = json_req_new("POST", path, body);
+	struct curl_slist *h, *list = NULL;
+	char *ct = xasprintf("Content-Type: %s", content_type);
+
+	/* Same headers, but our Content-Type instead of the JSON one. */
+	for (h = r->headers; h != NULL; h = h->next)
+		if (strncasecmp(h->data, "Content-Type:", 13) != 0)
+			list = curl_slist_append(list, h->data);
+	list = curl_slist_append(list, ct);
+	free(ct);
+	curl_slist_free_all(r->headers);
+	r->headers = list;
+	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+	return req_submit(r, cb, arg);
+}
+
 int
 http_json_sync(const char *method, const char *path, const char *body,
     struct http_result *res)

@@ -69,6 +69,16 @@ int http_json(const char *method, const char *path, const char *body,
     http_cb cb, void *arg);
 
 /**
+ * Start a POST of a body that is not JSON (e.g. InfluxDB line protocol to
+ * agents/metrix/write, protocol §7.11) with the given Content-Type (copied);
+ * otherwise exactly like http_json: auth headers, timeout, body copied,
+ * cb(res, arg) runs exactly once from http_dispatch(). Returns 0, or -1 when
+ * the request cannot be started (then cb is not called).
+ */
+int http_post(const char *path, const char *content_type, const char *body,
+    http_cb cb, void *arg);
+
+/**
  * Blocking JSON call; fills *res (free with http_result_free). Returns 0 when
  * a response arrived within the cap (res->ok), else -1 (res->error says why).
  */
