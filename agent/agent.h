@@ -155,4 +155,31 @@ void cleanup_start(void);
 /** After each build: old build_tmp files and start scripts (§6.9.1). */
 void cleanup_build_tmp(void);
 
+/* pipeline.c */
+/**
+ * Start the pipeline loop when devops.pipeline.enable is true (§8: first
+ * run after 10 s, then every 30 s): COMMAND items run on the executor
+ * (common/executor.h) in devops.pipeline.workspace; results from before a
+ * restart that were not reported yet are queued for reporting first.
+ */
+void pipeline_start(void);
+/**
+ * Agent exit: stop running tasks (they end as FAILURE) and try the pending
+ * status updates once, all within budget_ms; the rest is reported at the
+ * next start.
+ */
+void pipeline_stop(int64_t budget_ms);
+/** Remove reported pipeline task dirs older than max_age_sec (§9); count. */
+int pipeline_prune(long long max_age_sec);
+
+/* metrics.c */
+/**
+ * Start the host-metrics collector (§10) unless devops.agent.collectorOn is
+ * false: /proc and statvfs every 60 s, telegraf's measurement and field
+ * names, InfluxDB line protocol POSTed to EP_METRIX "/write?db=agentMetrix"
+ * in batches, at most 10000 points kept while the server is down. Never
+ * writes a config file and never tags a point with the secret key (W17).
+ */
+void metrics_start(void);
+
 #endif

@@ -214,9 +214,12 @@ main(int argc, char *argv[])
 	heartbeat_start();
 	build_start_loop();
 	cleanup_start();
+	pipeline_start();
+	metrics_start();
 	ev_run();
 
 	/* Exit path: one more try at pending finish reports (outbox). */
+	pipeline_stop(3000);
 	build_flush_reports(3000);
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",
 	    A.exit_code, build_total_count());

@@ -1,0 +1,459 @@
+/*
+ * pipeline.c - the pipeline loop (agent-behaviour §8; protocol §7.9, §7.10)
+ * on the safe executor (common/executor.h, docs/pipeline.md).
+ *
+ * First run 10 s after start, then 30 s after the previous run finished
+ * (a task's end counts as the end of its run, as in GoAgent, whose loop
+ * waits for the script). GET agents/pipelines; a COMMAND item gets PUT
+ * EXECUTING, runs on the executor, then PUT SUCCESS, FAILURE or TIMEOUT.
+ * Unlike GoAgent (W16): a blank command or a wrong type is a FAILURE and the
+ * loop lives on; scripts have a timeout, a bounded output and run as
+ * devops.slave.user; results are persisted and every PUT goes through an
+ * ordered outbox that retries until the server answers, so a restarted
+ * agent reports a finished task exactly once and never runs it again.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "ev.h"
+#include "executor.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define TAG			"pipeline"
+#define FIRST_DELAY_MS		10000
+#define FIRST_DELAY_FAST_MS	200
+#define PUT_MAX_REJECTS		5	/* well-formed refusals before giving up */
+
+/* One status update waiting in the outbox (protocol §7.10). */
+struct put {
+	char		*seq_id;
+	const char	*status;	/* EXECUTING, SUCCESS, FAILURE, TIMEOUT */
+	char		*response;
+	int		 persisted;	/* the executor holds its result: mark reported */
+	int		 rejects;
+	struct put	*next;
+};
+
+static struct executor *ex;
+static struct timer poll_timer, put_timer;
+static struct put *outbox;
+static int poll_busy, put_busy, stopping;
+static int64_t put_backoff;
+
+/* ------------------------------------------------------------ outbox */
+
+/* Send the head of the outbox now unless a PUT is in flight. */
+static void
+put_kick(void)
+{
+	if (!put_busy && outbox != NULL)
+		timer_set(&put_timer, 0);
+}
+
+/* Queue a status update; updates leave in the order they were queued. */
+static void
+put_queue(const char *seq_id, const char *status, const char *response,
+    int persisted)
+{
+	struct put *p = xcalloc(1, sizeof(*p)), **pp;
+
+	p->seq_id = xstrdup(seq_id);
+	p->status = status;
+	p->response = xstrdup(response ? response : "");
+	p->persisted = persisted;
+	for (pp = &outbox; *pp != NULL; pp = &(*pp)->next)
+		;
+	*pp = p;
+	put_kick();
+}
+
+/* Remove the head of the outbox. */
+static void
+put_pop(void)
+{
+	struct put *p = outbox;
+
+	outbox = p->next;
+	free(p->seq_id);
+	free(p->response);
+	free(p);
+}
+
+/* The head was delivered (or given up): a final result is marked reported. */
+static void
+put_delivered(const struct put *p)
+{
+	if (p->persisted && exec_mark_reported(ex, p->seq_id) == -1) {
+		log_warn("pipeline %s: cannot mark the result reported; it may be "
+		    "reported again after a restart", p->seq_id);
+		agent_check_io_error(errno, "pipeline result");
+	}
+}
+
+/* 1 when a later update for the same task waits behind the head. */
+static int
+put_superseded(const struct put *head)
+{
+	const struct put *p;
+
+	for (p = head->next; p != NULL; p = p->next)
+		if (strcmp(p->seq_id, head->seq_id) == 0)
+			return 1;
+	return 0;
+}
+
+/* PUT answered: pop on success; otherwise retry with backoff. */
+static void
+put_done(struct http_result *r, void *arg)
+{
+	struct put *p = outbox;
+	struct envelope env;
+	char err[300];
+	int64_t delay;
+	int rejected = 0;
+
+	(void)arg;
+	put_busy = 0;
+	if (p == NULL)
+		return;
+	if (r->ok && envelope_parse(r->body, r->len, &env, err, sizeof(err)) == 0) {
+		if (env.status == 0 && r->code >= 200 && r->code < 300) {
+			envelope_free(&env);
+			log_info("pipeline %s: %s reported", p->seq_id, p->status);
+			put_delivered(p);
+			put_pop();
+			put_backoff = 0;
+			put_kick();
+			return;
+		}
+		snprintf(err, sizeof(err), "HTTP %ld, status %lld: %s", r->code,
+		    env.status, env.message ? env.message : "(no message)");
+		envelope_free(&env);
+		rejected = 1;
+	} else if (!r->ok) {
+		snprintf(err, sizeof(err), "%s", r->error);
+	}
+	if (rejected && ++p->rejects >= PUT_MAX_REJECTS) {
+		log_error("pipeline %s: the server refused %s %d times (%s); giving "
+		    "up on it", p->seq_id, p->status, p->rejects, err);
+		put_delivered(p);
+		put_pop();
+		put_kick();
+		return;
+	}
+	if (strcmp(p->status, "EXECUTING") == 0 && put_superseded(p)) {
+		/* The outcome is known: it matters more than EXECUTING. */
+		log_warnx("pipeline %s: EXECUTING not delivered (%s); sending the "
+		    "result instead", p->seq_id, err);
+		put_pop();
+		put_kick();
+		return;
+	}
+	/* Exponential backoff 1 s .. 60 s with +-20 % jitter. */
+	put_backoff = put_backoff ? put_backoff * 2 : 1000;
+	if (put_backoff > 60000)
+		put_backoff = 60000;
+	if (A.fast && put_backoff > 1000)
+		put_backoff = 1000;
+	delay = put_backoff * (80 + random() % 41) / 100;
+	log_warnx("pipeline %s: %s not reported (%s); retry in %lld ms",
+	    p->seq_id, p->status, err, (long long)delay);
+	timer_set(&put_timer, delay);
+}
+
+/* Timer: PUT the head of the outbox. */
+static void
+put_send(void *arg)
+{
+	struct put *p = outbox;
+	cJSON *o;
+	char *body;
+
+	(void)arg;
+	if (p == NULL || put_busy)
+		return;
+	o = cJSON_CreateObject();
+	json_add_str(o, "seqId", p->seq_id);
+	json_add_str(o, "status", p->status);
+	json_add_str(o, "response", p->response);
+	body = json_print(o);
+	cJSON_Delete(o);
+	if (http_json("PUT", EP_PIPELINES, body, put_done, NULL) == -1)
+		timer_set(&put_timer, 1000);
+	else
+		put_busy = 1;
+	free(body);
+}
+
+/* ------------------------------------------------------------ results */
+
+/* The PUT of a finished task: §7.10's status and response text. */
+static void
+report_result(const struct exec_result *res)
+{
+	char *text;
+
+	if (res->status == EXEC_SUCCESS) {
+		put_queue(res->id, "SUCCESS", res->output, 1);
+		return;
+	}
+	text = xasprintf("run pipeline failed: %s\noutput: %s", res->error, res->output);
+	put_queue(res->id, res->status == EXEC_TIMEOUT ? "TIMEOUT" : "FAILURE", text, 1);
+	free(text);
+}
+
+/* Executor callback: a task is over (result.json says done). */
+static void
+task_done(struct exec_result *res, void *arg)
+{
+	(void)arg;
+	log_info("pipeline %s: %s (%s), %lld output bytes", res->id,
+	    exec_status_name(res->status), *res->error ? res->error : "exit 0",
+	    res->output_bytes);
+	report_result(res);
+	exec_result_free(res);
+	if (!stopping)
+		timer_set(&poll_timer, agent_period(P_PIPELINE));
+}
+
+/* Recovery callback: a result from before the restart, not reported yet. */
+static void
+task_recovered(struct exec_result *res, void *arg)
+{
+	(void)arg;
+	log_info("pipeline %s: reporting the %s result of a task that ended "
+	    "before the restart", res->id, exec_status_name(res->status));
+	report_result(res);
+	exec_result_free(res);
+}
+
+/* FAILURE for an item that cannot run (W16: reported, and the loop goes on). */
+static void
+report_refusal(const char *seq_id, const char *prefix, const char *why)
+{
+	char *text = xasprintf("%s: %s", prefix, why);
+
+	log_warnx("pipeline %s: %s", seq_id, text);
+	put_queue(seq_id, "FAILURE", text, 0);
+	free(text);
+}
+
+/* ------------------------------------------------------------ the loop */
+
+/* The seqId of an item as a string: new string, or NULL when unusable. */
+static char *
+item_seq_id(const cJSON *data)
+{
+	const cJSON *it = json_get(data, "seqId");
+
+	if (cJSON_IsString(it) && it->valuestring[0] != '\0')
+		return xstrdup(it->valuestring);
+	/* A number is a type error, but one that can still be answered. */
+	if (cJSON_IsNumber(it) && isfinite(it->valuedouble) &&
+	    it->valuedouble == (double)(long long)it->valuedouble) {
+		log_warnx("pipeline: seqId %lld is a number, not a string; "
+		    "answering it as \"%lld\"", (long long)it->valuedouble,
+		    (long long)it->valuedouble);
+		return xasprintf("%lld", (long long)it->valuedouble);
+	}
+	return NULL;
+}
+
+/* Start a valid COMMAND on the executor; 1 when it runs. */
+static int
+item_start(const char *seq_id, const char *command)
+{
+	char *name = xasprintf("devops_pipeline_%s_COMMAND.sh", seq_id);
+	char *env[] = { "DEVOPS_AGENT_TEST_FAST", NULL };	/* unset: agent knob */
+	struct exec_request req;
+	struct exec_result *res = NULL;
+	char err[1024];
+	enum exec_error rc;
+
+	memset(&req, 0, sizeof(req));
+	req.id = seq_id;
+	req.tag = TAG;
+	req.script = command;
+	req.script_name = name;
+	req.env = env;
+	req.user = A.cfg.slave_user;
+	req.timeout_ms = A.cfg.pipeline_timeout_sec * 1000;
+	rc = exec_start(ex, &req, task_done, NULL, err, sizeof(err));
+	free(name);
+	switch (rc) {
+	case EXEC_OK:
+		log_info("pipeline %s: running (%zu byte command, timeout %lld s)",
+		    seq_id, strlen(command), A.cfg.pipeline_timeout_sec);
+		return 1;
+	case EXEC_E_EXISTS:
+		if (exec_load(ex, seq_id, &res) == 1) {
+			report_result(res);
+			exec_result_free(res);
+		}
+		return 0;
+	case EXEC_E_PREPARE:
+		agent_check_io_error(errno, "pipeline task files");
+		report_refusal(seq_id, "write pipeline script file failed", err);
+		return 0;
+	default:
+		report_refusal(seq_id, "run pipeline failed", err);
+		return 0;
+	}
+}
+
+/* Handle one pending item (§8 steps 2-8). 1 when a task started. */
+static int
+item_handle(const cJSON *data)
+{
+	char *type = NULL, *seq_id = NULL, *command = NULL;
+	struct exec_result *res = NULL;
+	int started = 0;
+
+	if (json_get_str(data, "type", &type) == -1 || type == NULL ||
+	    strcmp(type, "COMMAND") != 0) {
+		/* FILE and others: warning only; the item stays pending (§7.9). */
+		log_warnx("pipeline: item of type %s is not supported (only "
+		    "COMMAND); skipped", type ? type : "(none or not a string)");
+		goto out;
+	}
+	if ((seq_id = item_seq_id(data)) == NULL) {
+		log_error("pipeline: COMMAND item without a usable seqId; it "
+		    "cannot be answered and is skipped");
+		goto out;
+	}
+	if (exec_is_running(ex, seq_id))
+		goto out;
+	/* Served again after it ran: report the stored result, never re-run. */
+	if (exec_id_valid(seq_id) && exec_load(ex, seq_id, &res) == 1) {
+		log_warnx("pipeline %s: ran already (%s); reporting its result "
+		    "again instead of running it twice", seq_id,
+		    exec_status_name(res->status));
+		report_result(res);
+		exec_result_free(res);
+		goto out;
+	}
+	put_queue(seq_id, "EXECUTING", "Executing", 0);
+	if (json_get_str(data, "command", &command) == -1)
+		report_refusal(seq_id, "run pipeline failed", "command is not a string");
+	else if (str_blank(command))
+		report_refusal(seq_id, "run pipeline failed", "the command is blank");
+	else if (!exec_id_valid(seq_id))
+		report_refusal(seq_id, "run pipeline failed", "seqId is not a safe "
+		    "task name ([A-Za-z0-9._-], at most 128 characters)");
+	else
+		started = item_start(seq_id, command);
+out:
+	free(type);
+	free(seq_id);
+	free(command);
+	return started;
+}
+
+/* GET agents/pipelines answered. */
+static void
+poll_done(struct http_result *r, void *arg)
+{
+	struct envelope env;
+	char err[160];
+	int started = 0;
+
+	(void)arg;
+	poll_busy = 0;
+	if (stopping)
+		return;
+	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
+		log_warnx("pipeline: fetch failed: %s", r->ok ? err : r->error);
+	} else {
+		if (env.status != 0)
+			log_warnx("pipeline: fetch: status %lld: %s", env.status,
+			    env.message ? env.message : "(no message)");
+		else if (env.data != NULL && !cJSON_IsObject(env.data))
+			log_warnx("pipeline: fetch: data is not an object; skipped");
+		else if (env.data != NULL)
+			started = item_handle(env.data);
+		envelope_free(&env);
+	}
+	/* While a task runs, its end re-arms the loop (task_done). */
+	if (!started)
+		timer_set(&poll_timer, agent_period(P_PIPELINE));
+}
+
+/* Loop tick: fetch the next pending item unless a task is still running. */
+static void
+poll_tick(void *arg)
+{
+	(void)arg;
+	if (stopping || poll_busy || exec_running(ex) > 0)
+		return;
+	poll_busy = 1;
+	if (http_json("GET", EP_PIPELINES, NULL, poll_done, NULL) == -1) {
+		poll_busy = 0;
+		timer_set(&poll_timer, agent_period(P_PIPELINE));
+	}
+}
+
+/* Start the loop: executor, recovery, first fetch after 10 s. */
+void
+pipeline_start(void)
+{
+	struct exec_config c;
+	char err[512];
+	int n;
+
+	if (!A.cfg.pipeline_enable) {
+		log_info("pipeline loop off (devops.pipeline.enable=false)");
+		return;
+	}
+	memset(&c, 0, sizeof(c));
+	c.workspace = str_blank(A.cfg.pipeline_workspace) ? "pipeline_tasks" :
+	    A.cfg.pipeline_workspace;
+	c.allowlist = A.cfg.pipeline_allowlist;
+	c.kill_grace_ms = agent_period(P_KILL_GRACE);
+	if ((ex = exec_new(&c, err, sizeof(err))) == NULL) {
+		log_error("pipeline loop off: %s", err);
+		return;
+	}
+	timer_init(&poll_timer, "pipeline", poll_tick, NULL);
+	timer_init(&put_timer, "pipeline-put", put_send, NULL);
+	n = exec_recover(ex, TAG, task_recovered, NULL);
+	log_info("pipeline loop on: workspace %s, timeout %lld s, %s%s; %d "
+	    "result(s) from before the restart to report", exec_workspace(ex),
+	    A.cfg.pipeline_timeout_sec, c.allowlist && *c.allowlist ?
+	    "scripts must be in the allow-list " : "no allow-list",
+	    c.allowlist && *c.allowlist ? c.allowlist : "", n);
+	timer_set(&poll_timer, A.fast ? FIRST_DELAY_FAST_MS : FIRST_DELAY_MS);
+}
+
+/* Agent exit: stop tasks, one more try at the outbox. */
+void
+pipeline_stop(int64_t budget_ms)
+{
+	int64_t end = mono_ms() + budget_ms;
+
+	if (ex == NULL)
+		return;
+	stopping = 1;
+	timer_cancel(&poll_timer);
+	if (exec_running(ex) > 0) {
+		log_info("pipeline: stopping %d running task(s)", exec_running(ex));
+		exec_shutdown(ex, budget_ms / 2);
+	}
+	/* One more try at the outbox; what is left is reported at the next start. */
+	put_kick();
+	while ((outbox != NULL || put_busy) && mono_ms() < end)
+		ev_run_once(50);
+}
+
+/* Old reported task dirs go (called by the cleanup loop). */
+int
+pipeline_prune(long long max_age_sec)
+{
+	return ex != NULL ? exec_prune(ex, max_age_sec) : 0;
+}
