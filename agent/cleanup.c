@@ -1,4 +1,9 @@
-/* cleanup.c - the cleanup loop (agent-behaviour §9) and build_tmp upkeep (§6.9.1). */
+/*
+ * cleanup.c - the cleanup loop (agent-behaviour §9) and build_tmp upkeep
+ * (§6.9.1), with GoAgent's gaps closed (W21): an error on one entry is
+ * logged and the scan goes on, build_tmp is cleaned recursively, and
+ * finished pipeline task dirs are removed after the keep time too.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,9 +19,25 @@
 #include "log.h"
 #include "util.h"
 
-#define WEEK_SEC (7LL * 24 * 3600)
+#define WEEK_SEC	(7LL * 24 * 3600)	/* a job runs at most 7 days (§6.9.1) */
+#define TREE_DEPTH_MAX	64
 
 static struct timer cleanup_timer;
+
+/* 1 for "." and "..". */
+static int
+dot_entry(const char *name)
+{
+	return name[0] == '.' && (name[1] == '\0' ||
+	    (name[1] == '.' && name[2] == '\0'));
+}
+
+/* Seconds since st's mtime. */
+static long long
+age_of(const struct stat *st)
+{
+	return (long long)(time(NULL) - st->st_mtime);
+}
 
 /*
  * Remove regular files in dir older than max_age_sec whose names pass
@@ -30,23 +51,112 @@ remove_old(const char *dir, long long max_age_sec, int (*match)(const char *))
 	struct dirent *e;
 	int n = 0;
 
-	if (d == NULL)
+	if (d == NULL) {
+		if (errno != ENOENT)
+			log_warn("cleanup: cannot scan %s", dir);
 		return 0;
+	}
 	while ((e = readdir(d)) != NULL) {
 		struct stat st;
 		char *path;
-		if (e->d_name[0] == '.' && (e->d_name[1] == '\0' ||
-		    (e->d_name[1] == '.' && e->d_name[2] == '\0')))
-			continue;
-		if (match != NULL && !match(e->d_name))
+		if (dot_entry(e->d_name) || (match != NULL && !match(e->d_name)))
 			continue;
 		path = xasprintf("%s/%s", dir, e->d_name);
 		if (lstat(path, &st) == -1) {
-			log_warn("cleanup: stat %s", path);
-		} else if (S_ISREG(st.st_mode) &&
-		    (long long)(time(NULL) - st.st_mtime) > max_age_sec) {
+			if (errno != ENOENT)
+				log_warn("cleanup: stat %s", path);
+		} else if (S_ISREG(st.st_mode) && age_of(&st) > max_age_sec) {
 			if (unlink(path) == -1)
 				log_warn("cleanup: unlink %s", path);
+			else
+				n++;
+		}
+		free(path);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * build_tmp, recursively (W21: GoAgent never cleaned its sub-directories):
+ * every non-directory entry older than max_age_sec is removed (symlinks
+ * themselves, never their targets); a sub-directory is removed when it is
+ * empty afterwards and was itself older than max_age_sec before the scan
+ * (removing entries refreshes a directory's mtime). dir itself is kept.
+ * Errors are logged per entry; the scan goes on. Returns entries removed.
+ */
+static int
+prune_tree(const char *dir, long long max_age_sec, int depth)
+{
+	DIR *d;
+	struct dirent *e;
+	int n = 0;
+
+	if (depth > TREE_DEPTH_MAX) {
+		log_warnx("cleanup: %s: deeper than %d levels; not descending", dir,
+		    TREE_DEPTH_MAX);
+		return 0;
+	}
+	if ((d = opendir(dir)) == NULL) {
+		if (errno != ENOENT)
+			log_warn("cleanup: cannot scan %s", dir);
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+		char *path;
+		if (dot_entry(e->d_name))
+			continue;
+		path = xasprintf("%s/%s", dir, e->d_name);
+		if (lstat(path, &st) == -1) {
+			if (errno != ENOENT)
+				log_warn("cleanup: stat %s", path);
+		} else if (S_ISDIR(st.st_mode)) {
+			long long age = age_of(&st);
+			n += prune_tree(path, max_age_sec, depth + 1);
+			if (age > max_age_sec) {
+				if (rmdir(path) == 0)
+					n++;
+				else if (errno != ENOTEMPTY && errno != EEXIST)
+					log_warn("cleanup: rmdir %s", path);
+			}
+		} else if (age_of(&st) > max_age_sec) {
+			if (unlink(path) == -1)
+				log_warn("cleanup: unlink %s", path);
+			else
+				n++;
+		}
+		free(path);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Sub-directories of dir older than max_age_sec, removed whole (§9 item 3). */
+static int
+remove_old_dirs(const char *dir, long long max_age_sec)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL) {
+		if (errno != ENOENT)
+			log_warn("cleanup: cannot scan %s", dir);
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+		char *path;
+		if (dot_entry(e->d_name))
+			continue;
+		path = xasprintf("%s/%s", dir, e->d_name);
+		if (lstat(path, &st) == -1) {
+			if (errno != ENOENT)
+				log_warn("cleanup: stat %s", path);
+		} else if (S_ISDIR(st.st_mode) && age_of(&st) > max_age_sec) {
+			if (fs_rm_rf(path) == -1)
+				log_warn("cleanup: cannot remove %s", path);
 			else
 				n++;
 		}
@@ -64,22 +174,26 @@ is_build_script(const char *name)
 	    str_starts(name, "devops_agent_prepare_start")) && str_ends(name, ".sh");
 }
 
+/* build_tmp and build scripts older than 7 days (§6.9.1, W21). */
 void
 cleanup_build_tmp(void)
 {
-	int n = remove_old("build_tmp", WEEK_SEC, NULL);
+	int n = prune_tree("build_tmp", WEEK_SEC, 0);
 
 	n += remove_old(".", WEEK_SEC, is_build_script);
 	if (n > 0)
-		log_info("cleanup: removed %d file(s) older than 7 days", n);
+		log_info("cleanup: removed %d build_tmp entr%s and build script(s) "
+		    "older than 7 days", n, n == 1 ? "y" : "ies");
 }
 
+/* JVM crash dumps (§9 item 1). */
 static int
 is_hs_err(const char *name)
 {
 	return str_starts(name, "hs_err_pid");
 }
 
+/* Log files and their rotated backups (§9 item 2). */
 static int
 is_log(const char *name)
 {
@@ -90,19 +204,23 @@ is_log(const char *name)
 static void
 cleanup_run(void *arg)
 {
-	long long keep = (long long)A.cfg.logs_keep_hours * 3600;
-	int n;
+	int keep_h = A.cfg.logs_keep_hours > 0 ? A.cfg.logs_keep_hours : 96;
+	long long keep = (long long)keep_h * 3600;
+	int logs, dirs, tasks;
 
 	(void)arg;
-	n = remove_old(".", keep, is_hs_err);
-	n += remove_old("logs", keep, is_log);
-	if (n > 0)
-		log_info("cleanup: removed %d dump/log file(s) older than %d h", n,
-		    A.cfg.logs_keep_hours);
+	logs = remove_old(".", keep, is_hs_err);
+	logs += remove_old("logs", keep, is_log);
+	dirs = remove_old_dirs("docker_workspace/logs", keep);
 	cleanup_build_tmp();
+	tasks = pipeline_prune(keep);
+	log_info("cleanup: round done: %d dump/log file(s), %d docker log dir(s) "
+	    "and %d pipeline task dir(s) older than %d h removed", logs, dirs,
+	    tasks, keep_h);
 	timer_set(&cleanup_timer, agent_period(P_CLEANUP));
 }
 
+/* First round at start-up, then every P_CLEANUP. */
 void
 cleanup_start(void)
 {
