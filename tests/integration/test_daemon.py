@@ -123,8 +123,8 @@ def test_kill9_brings_new_agent_holding_lock(inst):
 @pytest.mark.skipif(sa.real_agent_bin() is None, reason="bin/devopsAgent not built yet")
 def test_kill9_brings_new_real_agent(tmp_path):
     d = sa.make_install(tmp_path, agent="real")
+    p = sa.start_daemon(d, env=FAST)
     try:
-        p = sa.start_daemon(d, env=FAST)
         old = sa.wait_new_agent(d, timeout=20)
         assert old, sa.daemon_log(d)
         time.sleep(0.4)
@@ -135,6 +135,7 @@ def test_kill9_brings_new_real_agent(tmp_path):
         assert p.poll() is None
     finally:
         sa.kill_all(d)
+        p.wait(5)
 
 
 def restarts_in(log):
@@ -154,6 +155,23 @@ def test_agent_exiting_at_once_backs_off(inst):
     log = sa.daemon_log(d)
     assert restarts_in(log)[:2] == [1000, 2000], log
     assert "exit code 3" in log
+
+
+@pytest.mark.skipif(sa.real_agent_bin() is None, reason="bin/devopsAgent not built yet")
+def test_real_agent_with_broken_properties_backs_off(tmp_path):
+    d = sa.make_install(tmp_path, agent="real")
+    (d / ".agent.properties").write_text("devops.project.id=p\n")  # no agent id
+    p = sa.start_daemon(d)
+    try:
+        assert sa.wait_for(lambda: len(restarts_in(sa.daemon_log(d))) >= 2, timeout=10), \
+            sa.daemon_log(d)
+        log = sa.daemon_log(d)
+        assert restarts_in(log)[:2] == [1000, 2000], log
+        assert "exit code 1" in log
+        assert p.poll() is None
+    finally:
+        sa.kill_all(d)
+        p.wait(5)
 
 
 def test_backoff_resets_after_stable_run(inst):
