@@ -57,6 +57,7 @@ lockwatch_main(void *arg)
 	return NULL;
 }
 
+/* Allocate the watch and start its thread with every signal blocked. */
 struct lockwatch *
 lockwatch_start(const char *path, int keep)
 {
@@ -90,18 +91,21 @@ fail:
 	return NULL;
 }
 
+/* The pipe the loop polls. */
 int
 lockwatch_fd(const struct lockwatch *w)
 {
 	return w->pipe[0];
 }
 
+/* The watched path. */
 const char *
 lockwatch_path(const struct lockwatch *w)
 {
 	return w->path;
 }
 
+/* Join the thread, hand its result over, free the watch. */
 int
 lockwatch_finish(struct lockwatch *w, int *fd)
 {

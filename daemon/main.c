@@ -76,6 +76,7 @@ stable_ms_get(void)
 	return ms;
 }
 
+/* Parse the command line, enter WORKDIR, then supervise or stop-all. */
 int
 main(int argc, char **argv)
 {

@@ -39,6 +39,7 @@ sig_fd_setup(int fd)
 	return 0;
 }
 
+/* Create the self-pipe once, then install the handler for each signal. */
 int
 sig_init(const int *sigs)
 {
@@ -65,12 +66,14 @@ sig_init(const int *sigs)
 	return 0;
 }
 
+/* The self-pipe's read end. */
 int
 sig_fd(void)
 {
 	return sig_pipe[0];
 }
 
+/* Drain the pipe; return and clear the lowest pending signal. */
 int
 sig_next(void)
 {

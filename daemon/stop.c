@@ -133,6 +133,7 @@ stop_agent_grace_ms(void)
 	return (int)sec * 1000;
 }
 
+/* Stop the daemon, then the agent; 1 when either survived. */
 int
 stop_all(const char *workdir)
 {

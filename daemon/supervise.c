@@ -305,6 +305,7 @@ super_timeout(const struct super *s)
 	return left > 3600000 ? 3600000 : (int)left;
 }
 
+/* Set up the state and signals, then run the loop until it has an exit code. */
 int
 super_run(const char *workdir, int debug, int64_t stable_ms)
 {
