@@ -234,13 +234,44 @@ tree_cgroup_procs(const char *cgroup)
 	return buf;
 }
 
-/* Remove our parent cgroup when no build cgroup is left in it. */
+static void base_remove_if_empty(void);
+
+/* Retry tick of base_remove_if_empty(). */
+static void
+base_retry(void *arg)
+{
+	(void)arg;
+	base_remove_if_empty();
+}
+
+/*
+ * Remove our parent cgroup when no build cgroup is left in it. A child
+ * that was just removed is still dying in the kernel for a moment (EBUSY),
+ * so that case is retried a few times from the loop.
+ */
 static void
 base_remove_if_empty(void)
 {
-	if (cg.base != NULL && rmdir(cg.base) == -1 && errno != ENOENT &&
-	    errno != EBUSY && errno != ENOTEMPTY)
+	static struct timer retry;
+	static int tries, inited;
+
+	if (cg.base == NULL)
+		return;
+	if (!inited) {
+		timer_init(&retry, "cgroup-rmdir", base_retry, NULL);
+		inited = 1;
+	}
+	if (rmdir(cg.base) == 0 || errno == ENOENT || errno == ENOTEMPTY) {
+		tries = 0;
+		return;
+	}
+	if (errno == EBUSY && tries++ < 25) {
+		timer_set(&retry, 200);
+		return;
+	}
+	if (errno != EBUSY)
 		log_warn("cannot remove cgroup %s", cg.base);
+	tries = 0;
 }
 
 void
