@@ -242,8 +242,15 @@ build_info_check(const cJSON *info, char *err, size_t errlen)
 			snprintf(err, errlen, "build has no string '%s'", strs[i]);
 			return -1;
 		}
-		/* Used in file names: no path separators or dot-dot. */
-		if (strchr(it->valuestring, '/') != NULL ||
+		/*
+		 * Used in file names and unquoted in the start script
+		 * (-DAGENT_LOG_PREFIX): only [A-Za-z0-9._-], no dot-dot, at
+		 * most 128 bytes. BK-CI ids are project codes, b-<hex> and
+		 * digits (fuzz/fuzz_build_info.c found '\n', ';', ' ' passing).
+		 */
+		if (strspn(it->valuestring, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "abcdefghijklmnopqrstuvwxyz0123456789._-") !=
+		    strlen(it->valuestring) || strlen(it->valuestring) > 128 ||
 		    strstr(it->valuestring, "..") != NULL) {
 			snprintf(err, errlen, "build '%s' is not a safe name", strs[i]);
 			return -1;

@@ -65,8 +65,9 @@ struct build {
 
 /**
  * Check a pulled ThirdPartyBuildInfo (protocol §7.7) with Go's decoding
- * rules: projectId, buildId and vmSeqId non-empty strings without '/' or
- * "..", because they name files; workspace, pipelineId, containerHashId
+ * rules: projectId, buildId and vmSeqId non-empty strings of at most 128
+ * bytes of [A-Za-z0-9._-] without "..", because they name files and appear
+ * unquoted in the start script; workspace, pipelineId, containerHashId
  * strings or null; executeCount an integer or null; dockerBuildInfo an
  * object or null. Returns 0, or -1 with the reason in err (errlen bytes).
  */
