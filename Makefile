@@ -39,6 +39,9 @@ AGENT_OBJ    = $(AGENT_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ   = $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 UPGRADER_OBJ = $(UPGRADER_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
+# Corpus replays of the fuzz targets (fuzz/replay.c), run with the unit tests.
+FUZZ_NAMES   = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_REPLAY  = $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/fuzz_%)
 # Agent objects minus main.o, linked into unit tests of agent modules.
 AGENT_LIB_OBJ = $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ))
 
@@ -84,8 +87,8 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libagent.a $(BUILD)/libc
 		$(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
 
 # Unit tests: every tests/unit/test_*.c is one program; the runner sums them.
-unit: $(UNIT_BIN)
-	@tests/unit/run.sh $(UNIT_BIN)
+unit: $(UNIT_BIN) $(FUZZ_REPLAY)
+	@tests/unit/run.sh $(UNIT_BIN) $(FUZZ_REPLAY)
 
 lint:
 	@tests/lint.sh
@@ -120,8 +123,8 @@ check-asan:
 VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
 	--errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-check-valgrind: $(UNIT_BIN)
-	@UNIT_WRAPPER="$(VALGRIND)" tests/unit/run.sh $(UNIT_BIN)
+check-valgrind: $(UNIT_BIN) $(FUZZ_REPLAY)
+	@UNIT_WRAPPER="$(VALGRIND)" tests/unit/run.sh $(UNIT_BIN) $(FUZZ_REPLAY)
 
 demo: all
 	$(PYTHON) tests/demo.py
@@ -169,6 +172,64 @@ bench: all
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 
 .PHONY: bench
+
+# ---------------------------------------------------------------- fuzzing
+# fuzz/fuzz_<name>.c: one libFuzzer target per parser of outside input
+# (fuzz/README.md). Built with clang into build/fuzz; every run starts from
+# the checked-in fuzz/corpus/<name>/ and keeps what it finds in
+# fuzz/corpus-run/<name>/ (not committed). Crashes land in
+# build/fuzz/artifacts/<name>/ and fail the target.
+#   make fuzz-smoke              every target FUZZ_SMOKE_SECONDS (30) s (CI)
+#   make fuzz FUZZ_SECONDS=600   every target longer
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_MAKE = $(MAKE) --no-print-directory BUILD=build/fuzz BIN=build/fuzz/bin \
+	CC=clang WARN="-Wall -Wextra" OPT="-O1 -g -fno-omit-frame-pointer" \
+	SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link"
+FUZZ_RUNS = $(FUZZ_NAMES:%=fuzz-run/%)
+
+$(BUILD)/fuzz-replay/fuzz_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/fuzz.h \
+		$(BUILD)/libagent.a $(BUILD)/libcommon.a
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Ifuzz -Iagent -DFUZZ_NAME='"$*"' $(LDFLAGS_ALL) \
+		-o $@ $< fuzz/replay.c $(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
+
+$(BUILD)/libfuzzer/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h \
+		$(BUILD)/libagent.a $(BUILD)/libcommon.a
+	@mkdir -p $(@D)
+	@echo "  FUZZ-LD $@"
+	@$(CC) $(CFLAGS_ALL) -Ifuzz -Iagent -fsanitize=fuzzer $(LDFLAGS_ALL) \
+		-o $@ $< $(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
+
+fuzz-build:
+	@$(FUZZ_MAKE) $(FUZZ_NAMES:%=build/fuzz/libfuzzer/fuzz_%)
+
+fuzz-smoke: fuzz-build
+	@$(FUZZ_MAKE) -j$(NPROC) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) fuzz-runs
+
+fuzz: fuzz-build
+	@$(FUZZ_MAKE) -j$(NPROC) FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz-runs
+
+fuzz-runs: $(FUZZ_RUNS)
+
+# One target: its dictionary is fuzz/<name>.dict, else fuzz/json.dict.
+$(FUZZ_RUNS): fuzz-run/%: $(BUILD)/libfuzzer/fuzz_%
+	@mkdir -p fuzz/corpus-run/$* $(BUILD)/artifacts/$* $(BUILD)/fuzz-logs
+	@dict=fuzz/$*.dict; [ -f $$dict ] || dict=fuzz/json.dict; \
+	log=$(BUILD)/fuzz-logs/$*.log; \
+	$< -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 -dict=$$dict \
+		-artifact_prefix=$(BUILD)/artifacts/$*/ \
+		fuzz/corpus-run/$* fuzz/corpus/$* >$$log 2>&1; rc=$$?; \
+	execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
+	cov=$$(grep -o 'cov: [0-9]*' $$log | tail -n 1); \
+	echo "fuzz_$*: $${execs:-0} executions in $(FUZZ_SECONDS) s, $$cov, exit $$rc"; \
+	if [ $$rc -ne 0 ]; then tail -n 40 $$log; \
+		echo "fuzz_$*: crash input in $(BUILD)/artifacts/$*/"; exit 1; fi
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-runs $(FUZZ_RUNS)
 
 -include $(COMMON_OBJ:.o=.d) $(AGENT_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UPGRADER_OBJ:.o=.d)
 

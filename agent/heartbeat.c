@@ -37,23 +37,17 @@ log_call_failure(const char *what, const struct http_result *r,
 static void
 startup_done(struct http_result *r, void *arg)
 {
-	struct envelope env;
-	char err[160];
-	int parsed;
+	char err[300], *st = NULL;
 
 	(void)arg;
-	parsed = r->ok && envelope_parse(r->body, r->len, &env, err, sizeof(err)) == 0;
-	if (parsed && env.status == 0) {
-		const char *st = cJSON_IsString(env.data) ? env.data->valuestring : "";
-		log_info("startup reported: agent status %s", st);
+	if (r->ok && envelope_data_str(r->body, r->len, &st, err, sizeof(err)) == 0) {
+		log_info("startup reported: agent status %s", st ? st : "");
+		free(st);
 		A.started = 1;
-		envelope_free(&env);
 		build_kick();
 		return;
 	}
-	log_call_failure("startup", r, parsed ? &env : NULL, parsed ? NULL : err);
-	if (parsed)
-		envelope_free(&env);
+	log_call_failure("startup", r, NULL, r->ok ? err : NULL);
 	startup_backoff = startup_backoff ? startup_backoff * 2 : 1000;
 	if (startup_backoff > 60000)
 		startup_backoff = 60000;

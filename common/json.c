@@ -208,3 +208,25 @@ envelope_free(struct envelope *env)
 	cJSON_Delete(env->root);
 	memset(env, 0, sizeof(*env));
 }
+
+/* Envelope with status 0 and (maybe) a string data, e.g. an AgentStatus. */
+int
+envelope_data_str(const char *body, size_t len, char **out, char *err,
+    size_t errlen)
+{
+	struct envelope env;
+
+	*out = NULL;
+	if (envelope_parse(body, len, &env, err, errlen) == -1)
+		return -1;
+	if (env.status != 0) {
+		snprintf(err, errlen, "status %lld: %s", env.status,
+		    env.message != NULL ? env.message : "(no message)");
+		envelope_free(&env);
+		return -1;
+	}
+	if (cJSON_IsString(env.data))
+		*out = xstrdup(env.data->valuestring);
+	envelope_free(&env);
+	return 0;
+}

@@ -58,4 +58,16 @@ int envelope_parse(const char *body, size_t len, struct envelope *env,
 /** Free what envelope_parse allocated; safe on a zeroed envelope. */
 void envelope_free(struct envelope *env);
 
+/**
+ * Decode an answer whose data is a string: the startup and status calls,
+ * where it is an AgentStatus name (protocol §7.1, §7.2; bk-ci
+ * BuildAgentThirdPartyAgentResource startup/status). body: len bytes, need
+ * not be NUL-terminated. Returns 0 when the body is an envelope with status
+ * 0; then *out is a new copy of data (caller frees), or NULL when data is
+ * absent or not a string. Returns -1 otherwise, *out NULL, with a one-line
+ * reason in err (errlen bytes): the parse error, or "status N: <message>".
+ */
+int envelope_data_str(const char *body, size_t len, char **out, char *err,
+    size_t errlen);
+
 #endif
