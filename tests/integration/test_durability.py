@@ -352,7 +352,7 @@ def test_cap_holds_across_restart(fakeci, install_dir):
     b2 = fakeci.queue_build(script="sleep 60")
     first = start(install_dir)
     w1 = wait_state(install_dir, b1, "running")["pid"]
-    wait_state(install_dir, b2, "running")
+    w2 = wait_state(install_dir, b2, "running")["pid"]
     first.send_signal(signal.SIGKILL)
     first.wait(10)
 
@@ -373,6 +373,9 @@ def test_cap_holds_across_restart(fakeci, install_dir):
     # b2 still runs, b3 is done: the cap now allows b4.
     assert fakeci.wait_until(lambda: len(fakeci.pulled) == 4, 20)
     assert fakeci.pulled[3]["buildId"] == b4["buildId"]
+    kill_quietly(w2)
+    assert fakeci.wait_until(lambda: finishes(fakeci, b2) and finishes(fakeci, b4), 40)
+    assert [len(finishes(fakeci, b)) for b in (b1, b2, b3, b4)] == [1, 1, 1, 1]
 
 
 def test_drain_command_waits_for_builds_then_exits(fakeci, install_dir):
