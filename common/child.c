@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "child.h"
-#include "ev.h"
 #include "log.h"
 #include "util.h"
 
@@ -56,18 +55,38 @@ redirect(int from, int to)
 	return 0;
 }
 
-/* Close every fd >= 3 except keep. */
+/* Close every fd >= 3 except keep (close_range where the kernel has it). */
 static void
 close_fds(int keep)
 {
-	long max = sysconf(_SC_OPEN_MAX);
+	long max;
 	int fd;
 
+#if defined(__linux__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+	if ((keep <= 3 || close_range(3, (unsigned int)keep - 1, 0) == 0) &&
+	    close_range((unsigned int)keep + 1, ~0U, 0) == 0)
+		return;
+#endif
+	max = sysconf(_SC_OPEN_MAX);
 	if (max < 0 || max > 65536)
 		max = 65536;
 	for (fd = 3; fd < max; fd++)
 		if (fd != keep)
 			close(fd);
+}
+
+void
+child_reset_signals(void)
+{
+	sigset_t none;
+	int sig;
+
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)signal(sig, SIG_DFL);
+	(void)sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 pid_t
@@ -91,7 +110,7 @@ child_spawn(const struct spawn_opts *o, char *err, size_t errlen)
 		int errfd = o->stderr_fd == -2 ? o->stdout_fd : o->stderr_fd;
 
 		close(pfd[0]);
-		ev_signal_reset_child();
+		child_reset_signals();
 		if (o->new_session && setsid() == -1)
 			child_fail(pfd[1], "setsid");
 		if (o->cgroup_procs != NULL) {

@@ -34,6 +34,14 @@ typedef void (*child_exit_fn)(pid_t pid, int status, void *arg);
  */
 pid_t child_spawn(const struct spawn_opts *o, char *err, size_t errlen);
 
+/**
+ * In a child between fork and exec: default dispositions for every signal
+ * and an empty mask, so a worker inherits neither the agent's handlers nor
+ * an ignored SIGPIPE or SIGQUIT from whoever started the agent.
+ * Async-signal-safe.
+ */
+void child_reset_signals(void);
+
 /** Call fn(pid, wait status, arg) from child_reap() when pid exits. */
 void child_watch(pid_t pid, child_exit_fn fn, void *arg);
 /** Forget pid (its exit will be reaped and logged as unknown). */

@@ -172,20 +172,6 @@ ev_signal(int signo, ev_sig_fn fn, void *arg)
 	return 0;
 }
 
-void
-ev_signal_reset_child(void)
-{
-	unsigned int i;
-	sigset_t none;
-
-	/* Runs between fork and exec: nothing to report a failure to. */
-	for (i = 0; i < nsigs; i++)
-		(void)signal(sigs[i].signo, SIG_DFL);
-	(void)signal(SIGPIPE, SIG_DFL);
-	(void)sigemptyset(&none);
-	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
 /* Run every signal callback whose number arrived on the pipe. */
 static void
 drain_signals(void)

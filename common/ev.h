@@ -47,8 +47,6 @@ void ev_fd_del(int fd);
  * handler. Returns 0 or -1/errno.
  */
 int ev_signal(int signo, ev_sig_fn fn, void *arg);
-/** Restore default dispositions of every caught signal (child side of fork). */
-void ev_signal_reset_child(void);
 
 /**
  * Multiplex more work into the loop's wait: wait() must behave like poll(2)
