@@ -276,3 +276,19 @@ def test_runs_as_slave_user(install_dir, fakeci):
     assert final["status"] == "SUCCESS", final["response"]
     assert final["response"] == "nobody nobody\n"
     assert (task_dir(install_dir, "userseq1") / "output.env").stat().st_uid == 65534
+
+
+def test_agent_stop_ends_a_running_task(install_dir, fakeci):
+    agent = start_agent(install_dir, fakeci)
+    fakeci.queue_pipeline("echo up\nsleep 73121", seq_id="stopseq1")
+    assert wait_until(lambda: live_cmdlines("sleep 73121 "), 20), agent.read_log()[-3000:]
+    assert agent.stop(timeout=10) == 0
+    assert not live_cmdlines("sleep 73121 ")
+    # Reported before the exit, or by the next agent from result.json.
+    if not finals_for(fakeci, "stopseq1"):
+        Agent(install_dir, fast=True).start()
+    final = wait_final(fakeci, agent, "stopseq1")
+    assert final["status"] == "FAILURE"
+    assert final["response"] == ("run pipeline failed: stopped: the agent is shutting down\n"
+                                 "output: up\n")
+    assert len(finals_for(fakeci, "stopseq1")) == 1
