@@ -204,7 +204,10 @@ $(BUILD)/libfuzzer/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h \
 		-o $@ $< $(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
 
 fuzz-build:
-	@$(FUZZ_MAKE) $(FUZZ_NAMES:%=build/fuzz/libfuzzer/fuzz_%)
+	@$(FUZZ_MAKE) fuzz-bins
+
+fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/libfuzzer/fuzz_%)
+	@:
 
 fuzz-smoke: fuzz-build
 	@$(FUZZ_MAKE) -j$(NPROC) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) fuzz-runs
@@ -229,7 +232,7 @@ $(FUZZ_RUNS): fuzz-run/%: $(BUILD)/libfuzzer/fuzz_%
 	if [ $$rc -ne 0 ]; then tail -n 40 $$log; \
 		echo "fuzz_$*: crash input in $(BUILD)/artifacts/$*/"; exit 1; fi
 
-.PHONY: fuzz fuzz-smoke fuzz-build fuzz-runs $(FUZZ_RUNS)
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-bins fuzz-runs $(FUZZ_RUNS)
 
 -include $(COMMON_OBJ:.o=.d) $(AGENT_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UPGRADER_OBJ:.o=.d)
 

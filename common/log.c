@@ -140,6 +140,28 @@ log_redact(char *buf, size_t size)
 	}
 }
 
+/*
+ * One record, one line: server messages, error files and command output
+ * end up in format arguments, and a '\n' in them could forge a line with
+ * its own timestamp and level. Line breaks become spaces and other control
+ * bytes '?' (tabs stay). Returns the length of s.
+ */
+static size_t
+log_flatten(char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\n' || c == '\r')
+			s[i] = ' ';
+		else if ((c < 0x20 && c != '\t') || c == 0x7f)
+			s[i] = '?';
+	}
+	return i;
+}
+
 /* name.log -> name.N.log; the path without ".log" gets ".N.log". */
 static void
 rotated_name(char *out, size_t size, int n)
@@ -200,7 +222,7 @@ log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 	}
 	line[n] = '\0';
 	log_redact(line, sizeof(line));
-	n = strlen(line);
+	n = log_flatten(line);
 	line[n++] = '\n';
 	line[n] = '\0';
 

@@ -10,6 +10,9 @@
  * Secrets: every string registered with log_add_secret() is replaced by "***"
  * in every line before it is written, so a secret key that slips into a
  * format argument still never reaches a log file.
+ *
+ * One record is one line: '\n' and '\r' inside a message become spaces and
+ * other control bytes '?', so text from the network cannot forge log lines.
  */
 #ifndef LOG_H
 #define LOG_H

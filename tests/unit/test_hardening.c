@@ -3,8 +3,11 @@
  * work (issue #7): static analysis, sanitizers and fuzzing. Each test names
  * the finding it pins down.
  */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "t.h"
 
@@ -36,9 +39,35 @@ TEST(redact_star_secret_terminates)
 	log_clear_secrets();
 }
 
+/*
+ * Hardening: a server message with a line break must not forge a log line
+ * of its own (a fake "|ERROR|" record, or hiding the real one).
+ */
+TEST(log_line_breaks_are_flattened)
+{
+	char path[] = "/tmp/unit-hardening-XXXXXX";
+	char *buf = NULL;
+	size_t len = 0, lines = 0, i;
+	int fd = mkstemp(path);
+
+	CHECK(fd != -1);
+	close(fd);
+	CHECK(log_open(path, "unit") == 0);
+	log_info("server said: %s", "ok\n2024-01-01 00:00:00.000|ERROR|agent[1]|forged\r\x1b[2J");
+	CHECK(fs_read_file(path, 4096, &buf, &len) == 0);
+	for (i = 0; i < len; i++)
+		lines += buf[i] == '\n';
+	CHECK(lines == 1);
+	CHECK(buf != NULL && strstr(buf, "ok 2024-01-01") != NULL);
+	CHECK(buf != NULL && strstr(buf, "forged ?[2J") != NULL);
+	free(buf);
+	unlink(path);
+}
+
 int
 main(void)
 {
 	RUN(redact_star_secret_terminates);
+	RUN(log_line_breaks_are_flattened);
 	return t_done();
 }
