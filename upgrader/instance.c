@@ -1,0 +1,182 @@
+/*
+ * instance.c - the upgrader's view of the daemon and agent processes:
+ * running (lock held), verified stop, detached start, health watch.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "lock.h"
+#include "log.h"
+#include "proc.h"
+#include "upgrader.h"
+#include "util.h"
+
+const struct instance INST_AGENT = { "agent", AGENT_BIN, AGENT_GRACE_MS };
+const struct instance INST_DAEMON = { "daemon", DAEMON_BIN, DAEMON_GRACE_MS };
+
+#define POLL_MS		100	/* health-check poll interval */
+
+void
+msleep(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* runtime/<name>.lock into buf. */
+static const char *
+lock_path(const struct instance *in, char *buf, size_t size)
+{
+	snprintf(buf, size, RUNTIME_DIR "/%s.lock", in->name);
+	return buf;
+}
+
+int
+instance_running(const struct instance *in)
+{
+	char path[128];
+
+	return lock_is_held(lock_path(in, path, sizeof(path)));
+}
+
+/* Wait up to ms for the instance's lock to be free (it exited). */
+static int
+wait_gone(const struct instance *in, int ms)
+{
+	char path[128];
+	int fd;
+
+	/* Taking the lock proves the holder is gone; dropped at once. */
+	fd = lock_wait(lock_path(in, path, sizeof(path)), ms);
+	if (fd == -1)
+		return -1;
+	lock_release(fd);
+	return 0;
+}
+
+/* The pid of runtime/<name>.pid when it runs our binary, else -1. */
+static pid_t
+verified_pid(const struct instance *in)
+{
+	long pid = pidfile_read(in->name);
+
+	if (pid <= 0 || !proc_exe_is((pid_t)pid, in->bin))
+		return -1;
+	return (pid_t)pid;
+}
+
+int
+instance_stop(const struct instance *in, int *stopped)
+{
+	pid_t pid;
+
+	if (stopped != NULL)
+		*stopped = 0;
+	if (instance_running(in) != 1)
+		return 0;
+	if ((pid = verified_pid(in)) == -1) {
+		/* Maybe it is exiting right now (the agent after the hand-off). */
+		if (wait_gone(in, 2000) == 0)
+			return 0;
+		log_error("runtime/%s.lock is held, but runtime/%s.pid (%ld) is not"
+		    " a running %s: not signalling it (W3)", in->name, in->name,
+		    pidfile_read(in->name), in->bin);
+		return -1;
+	}
+	log_info("stopping the %s, pid %ld (SIGTERM)", in->name, (long)pid);
+	if (kill(pid, SIGTERM) == -1 && errno != ESRCH) {
+		log_warn("kill %ld", (long)pid);
+		return -1;
+	}
+	if (stopped != NULL)
+		*stopped = 1;
+	if (wait_gone(in, in->grace_ms) == 0) {
+		log_info("the %s (pid %ld) has exited", in->name, (long)pid);
+		return 0;
+	}
+	/* Re-check the identity before the harder signal: pids get reused. */
+	if (proc_exe_is(pid, in->bin)) {
+		log_warnx("the %s (pid %ld) ignored SIGTERM for %d ms: SIGKILL",
+		    in->name, (long)pid, in->grace_ms);
+		(void)kill(pid, SIGKILL);
+	}
+	if (wait_gone(in, KILL_WAIT_MS) == 0)
+		return 0;
+	log_error("runtime/%s.lock is still held after SIGKILL of pid %ld",
+	    in->name, (long)pid);
+	return -1;
+}
+
+int
+daemon_start(const char *workdir)
+{
+	char *path = xasprintf("%s/%s", workdir, DAEMON_BIN), err[256];
+	char *argv[] = { path, NULL };
+	struct spawn_opts o;
+	pid_t pid;
+
+	memset(&o, 0, sizeof(o));
+	o.path = path;
+	o.argv = argv;
+	o.cwd = workdir;
+	o.new_session = 1;
+	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
+	pid = child_spawn(&o, err, sizeof(err));
+	if (pid == -1)
+		log_error("cannot start %s: %s", path, err);
+	else
+		log_info("started %s, pid %ld", path, (long)pid);
+	free(path);
+	return pid == -1 ? -1 : 0;
+}
+
+pid_t
+agent_wait_up(pid_t old_pid, unsigned long long old_start, int timeout_ms,
+    unsigned long long *start)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+	unsigned long long st;
+	pid_t pid;
+
+	for (;;) {
+		/*
+		 * The probe takes agent.lock for an instant when it is free; an
+		 * agent starting in that instant exits and is restarted by the
+		 * daemon, which only delays this wait (never a false "healthy").
+		 */
+		if (instance_running(&INST_AGENT) == 1 &&
+		    (pid = verified_pid(&INST_AGENT)) != -1) {
+			st = proc_start_time(pid);
+			if (st != 0 && (pid != old_pid || st != old_start)) {
+				*start = st;
+				return pid;
+			}
+		}
+		if (mono_ms() >= deadline)
+			return -1;
+		msleep(POLL_MS);
+	}
+}
+
+int
+agent_stays_up(pid_t pid, unsigned long long start, int64_t ms)
+{
+	int64_t deadline = mono_ms() + ms;
+
+	for (;;) {
+		/* Held by someone: while our pid lives it can only be ours. */
+		if (!proc_same(pid, start) || instance_running(&INST_AGENT) != 1)
+			return 0;
+		if (mono_ms() >= deadline)
+			return 1;
+		msleep(POLL_MS);
+	}
+}
