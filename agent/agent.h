@@ -182,4 +182,12 @@ int pipeline_prune(long long max_age_sec);
  */
 void metrics_start(void);
 
+/* upgrade.c */
+/**
+ * Start the upgrade loop (§7.1: every 20 s, skipped in debug mode and while
+ * any build exists). An agent/daemon upgrade ends this process (exit 0)
+ * after handing runtime/total-lock.lock to tmp/upgrader (docs/upgrader.md).
+ */
+void upgrade_start(void);
+
 #endif

@@ -216,6 +216,7 @@ main(int argc, char *argv[])
 	cleanup_start();
 	pipeline_start();
 	metrics_start();
+	upgrade_start();
 	ev_run();
 
 	/* Exit path: one more try at pending finish reports (outbox). */

@@ -1,0 +1,819 @@
+/*
+ * upgrade.c - the upgrade loop (agent-behaviour §7.1-7.4; protocol §7.4-7.6).
+ *
+ * One attempt every 20 s while no build exists and not in debug mode:
+ *
+ *   CHECK     POST upgradeNew {workerVersion, goAgentVersion, jdkVersion,
+ *             dockerInitFileInfo}; nothing asked -> done, no finish call
+ *   DOWNLOAD  each asked file into tmp/ (eTag = md5 of the previous download,
+ *             304 keeps it); md5 streamed, file renamed into place only when
+ *             X-Checksum-Md5 matches; connect timeout + low-speed abort, so a
+ *             stall fails within 60 s. No lock is held: builds go on.
+ *   DECIDE    what really differs from what is installed
+ *   UNPACK    (JDK only) tmp/jdk.zip -> jdk<unix-seconds>/ in a forked child
+ *             (libarchive, archive.h); then `java -version` must work
+ *   SWAP      with A.build_lock set, in one loop turn: switch
+ *             devops.agent.jdk.dir.path (config_save, atomic), remove older
+ *             jdk<digits>/ dirs, rename the worker jar and the docker init
+ *             script into place
+ *   HAND-OFF  (agent/daemon) take runtime/total-lock.lock, start
+ *             tmp/upgrader -action=upgrade with that lock as its stdin (the
+ *             flock is shared through the open file, so the upgrader owns it
+ *             the moment it runs), exit 0. See docs/upgrader.md.
+ *   FINISH    DELETE upgrade?success= exactly once per acknowledged attempt;
+ *             after a hand-off the upgrader sends it instead.
+ *
+ * Differences from GoAgent on purpose: no lock during downloads (W6);
+ * rename instead of delete+create (W7); a daemon-only change is applied
+ * (W7); a 304 for the JDK counts as "changed" only when the JDK in use did
+ * not come from that zip (Appendix C.6); jre.zip and the jdk/ baseline are
+ * never deleted, the JDK path is stored relative (W8); unsafe zip entries are
+ * rejected (W26); a failed check request sends no finish call (W7).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "archive.h"
+#include "child.h"
+#include "ev.h"
+#include "fsutil.h"
+#include "http.h"
+#include "json.h"
+#include "lock.h"
+#include "log.h"
+#include "md5.h"
+#include "util.h"
+
+#define UP_TMP		"tmp"
+#define UP_UPGRADER	"tmp/upgrader"
+#define UP_AGENT_NEW	"tmp/devopsAgent"
+#define UP_DAEMON_NEW	"tmp/devopsDaemon"
+#define UP_WORKER_NEW	"tmp/worker-agent.jar"
+#define UP_JDK_ZIP	"tmp/jdk.zip"
+#define UP_DOCKER_NEW	"tmp/agent_docker_init.sh"
+#define WORKER_JAR	"worker-agent.jar"
+#define DOCKER_INIT	"agent_docker_init.sh"
+#define JDK_MARKER	".devops-jre-md5"	/* in jdk<ts>/: md5 of its zip */
+#define JDK_MAX_BYTES	(4ULL << 30)		/* unpacked JDK cap */
+
+#define STALL_ENV	"DEVOPS_AGENT_STALL_SEC"
+#define STALL_SEC	30	/* + 10 s connect timeout: a stall fails < 60 s */
+#define STALL_SEC_FAST	5
+#define LOCK_RETRY_MS	100	/* total-lock busy (daemon cycle): retry */
+#define LOCK_TRIES	100	/* ... for at most 10 s */
+#define PROBE_MS	15000	/* `tmp/devopsAgent version`, `java -version` */
+
+enum item { IT_AGENT, IT_WORKER, IT_JDK, IT_DOCKER, IT_MAX };
+
+static const char *item_names[IT_MAX] = { "agent", "worker", "jdk", "dockerInitFile" };
+
+/* One file to fetch. */
+struct fetch {
+	enum item	 item;
+	char		*file;		/* server name, e.g. upgrade/devopsAgent_linux */
+	const char	*dest;		/* tmp/... */
+};
+
+static struct {
+	struct timer	 timer;		/* the 20 s loop */
+	struct timer	 lock_timer;	/* hand-off: total-lock busy, retry */
+	int		 busy;		/* an attempt is running */
+	int		 want[IT_MAX];	/* asked by upgradeNew */
+	int		 failed[IT_MAX];
+	int		 changed[IT_MAX];
+	struct fetch	 fetch[6];
+	int		 nfetch, cur;
+	char		 jdk_md5[MD5_HEX_LEN];	/* md5 of tmp/jdk.zip */
+	char		*jdk_new;	/* "jdk<ts>" being unpacked/verified */
+	int		 lock_tries;
+	int		 skip_logged;	/* "skipped in debug mode" said once */
+} U;
+
+static void finish(int success, const char *why);
+static void swap_files(void);
+
+/* ------------------------------------------------------------ small helpers */
+
+/* Low-speed window for downloads: env knob, else 30 s (5 s in test mode). */
+static int
+stall_sec(void)
+{
+	const char *v = getenv(STALL_ENV);
+	long long n;
+
+	if (v != NULL && str_to_ll(v, &n) == 0 && n > 0 && n <= 600)
+		return (int)n;
+	return A.fast ? STALL_SEC_FAST : STALL_SEC;
+}
+
+/* Server file name suffix of the binaries (§7.2): _linux[_arm64|_mips64]. */
+static const char *
+bin_suffix(void)
+{
+	int mac = strcmp(A.os, "macos") == 0;
+
+	if (strcmp(A.arch, "arm64") == 0)
+		return mac ? "_macos_arm64" : "_linux_arm64";
+	if (!mac && strcmp(A.arch, "mips64") == 0)
+		return "_linux_mips64";
+	return mac ? "_macos" : "_linux";
+}
+
+/* The JDK's java binary for a JDK directory (macOS bundles Contents/Home). */
+static char *
+java_in(const char *jdk_dir)
+{
+#ifdef __APPLE__
+	return xasprintf("%s/Contents/Home/bin/java", jdk_dir);
+#else
+	return xasprintf("%s/bin/java", jdk_dir);
+#endif
+}
+
+/* md5 of path into hex, "" when it is missing or unreadable. */
+static void
+md5_or_empty(const char *path, char hex[MD5_HEX_LEN])
+{
+	if (md5_file(path, hex) == -1)
+		hex[0] = '\0';
+}
+
+/* 1 when the two files differ in content (a missing one differs). */
+static int
+files_differ(const char *a, const char *b)
+{
+	char ha[MD5_HEX_LEN], hb[MD5_HEX_LEN];
+
+	md5_or_empty(a, ha);
+	md5_or_empty(b, hb);
+	return ha[0] == '\0' || strcmp(ha, hb) != 0;
+}
+
+/* `<bin> version` prints a version (the new binary can at least run). */
+static int
+binary_runs(const char *bin)
+{
+	char *path = xasprintf("%s/%s", A.workdir, bin), *out = NULL;
+	char *argv[] = { path, "version", NULL };
+	int status = 0, ok = 0;
+
+	(void)chmod(path, 0755);
+	if (child_run_capture(argv, A.workdir, PROBE_MS, 4096, &out, &status) == 0 &&
+	    WIFEXITED(status) && WEXITSTATUS(status) == 0 && !str_blank(out)) {
+		log_info("upgrade: %s version: %s", bin, str_trim(out));
+		ok = 1;
+	} else {
+		log_warnx("upgrade: `%s version` failed (%s); not installing it", bin,
+		    child_status_str(status));
+	}
+	free(out);
+	free(path);
+	return ok;
+}
+
+/* Reset the attempt's state (not the timers). */
+static void
+attempt_reset(void)
+{
+	int i;
+
+	for (i = 0; i < U.nfetch; i++)
+		free(U.fetch[i].file);
+	free(U.jdk_new);
+	memset(U.want, 0, sizeof(U.want));
+	memset(U.failed, 0, sizeof(U.failed));
+	memset(U.changed, 0, sizeof(U.changed));
+	U.nfetch = U.cur = 0;
+	U.jdk_md5[0] = '\0';
+	U.jdk_new = NULL;
+	U.lock_tries = 0;
+}
+
+/* DELETE upgrade answered: only logged (protocol §7.6). */
+static void
+finish_done(struct http_result *r, void *arg)
+{
+	(void)arg;
+	if (!r->ok)
+		log_warnx("upgrade finish report failed: %s", r->error);
+	else
+		log_debug("upgrade finish report: HTTP %ld", r->code);
+}
+
+/* End an acknowledged attempt: one finish call, then wait for the next. */
+static void
+finish(int success, const char *why)
+{
+	char *path = xasprintf("%s?success=%s", EP_UPGRADE_END,
+	    success ? "true" : "false");
+
+	if (success)
+		log_info("upgrade attempt succeeded: %s", why);
+	else
+		log_warnx("upgrade attempt failed: %s", why);
+	if (http_json("DELETE", path, NULL, finish_done, NULL) == -1)
+		log_warnx("upgrade: cannot start the finish report");
+	free(path);
+	A.build_lock = 0;
+	attempt_reset();
+	U.busy = 0;
+	build_kick();
+	timer_set(&U.timer, agent_period(P_UPGRADE));
+}
+
+/* An attempt that was never acknowledged ends: no finish call. */
+static void
+attempt_end(void)
+{
+	attempt_reset();
+	U.busy = 0;
+	timer_set(&U.timer, agent_period(P_UPGRADE));
+}
+
+/* ------------------------------------------------------------ check */
+
+/* dockerInitFileInfo (§7.1 step 2): only linux with docker enabled. */
+static cJSON *
+docker_info_json(void)
+{
+	cJSON *o = cJSON_CreateObject();
+	char hex[MD5_HEX_LEN] = "";
+	int need = strcmp(A.os, "linux") == 0 && A.cfg.docker_enable;
+
+	if (need)
+		md5_or_empty(DOCKER_INIT, hex);
+	json_add_str(o, "fileMd5", hex);
+	cJSON_AddBoolToObject(o, "needUpgrade", need);
+	return o;
+}
+
+/* The upgradeNew body (protocol §7.4); jdkVersion null when no JDK runs. */
+static char *
+check_body(void)
+{
+	cJSON *b = cJSON_CreateObject();
+	char *s;
+
+	json_add_str(b, "workerVersion", A.worker_version ? A.worker_version : "");
+	json_add_str(b, "goAgentVersion", AGENT_VERSION);
+	if (A.jdk_version[0] != NULL)
+		cJSON_AddItemToObject(b, "jdkVersion", host_jdk_json());
+	else
+		cJSON_AddNullToObject(b, "jdkVersion");
+	cJSON_AddItemToObject(b, "dockerInitFileInfo", docker_info_json());
+	s = json_print(b);
+	cJSON_Delete(b);
+	return s;
+}
+
+/* Queue one download. */
+static void
+fetch_add(enum item it, char *file, const char *dest)
+{
+	U.fetch[U.nfetch].item = it;
+	U.fetch[U.nfetch].file = file;
+	U.fetch[U.nfetch].dest = dest;
+	U.nfetch++;
+}
+
+static void fetch_next(void);
+
+/* The files of every asked item, in GoAgent's order (§7.4 step 5). */
+static void
+fetch_plan(void)
+{
+	const char *sfx = bin_suffix();
+
+	if (U.want[IT_AGENT]) {
+		fetch_add(IT_AGENT, xasprintf("upgrade/upgrader%s", sfx), UP_UPGRADER);
+		fetch_add(IT_AGENT, xasprintf("upgrade/devopsDaemon%s", sfx),
+		    UP_DAEMON_NEW);
+		fetch_add(IT_AGENT, xasprintf("upgrade/devopsAgent%s", sfx),
+		    UP_AGENT_NEW);
+	}
+	if (U.want[IT_WORKER])
+		fetch_add(IT_WORKER, xstrdup("jar/worker-agent.jar"), UP_WORKER_NEW);
+	if (U.want[IT_JDK])
+		fetch_add(IT_JDK, xasprintf("jre/%s/jre.zip", sfx + 1), UP_JDK_ZIP);
+	if (U.want[IT_DOCKER]) {
+		if (strcmp(A.os, "linux") == 0)
+			fetch_add(IT_DOCKER,
+			    xstrdup("script/linux/agent_docker_init.sh"), UP_DOCKER_NEW);
+		else
+			U.failed[IT_DOCKER] = 1;	/* linux only (§7.2) */
+	}
+}
+
+/* upgradeNew answered (protocol §7.4 step 2-3). */
+static void
+check_done(struct http_result *r, void *arg)
+{
+	struct envelope env;
+	char err[160];
+	int i, any = 0;
+
+	(void)arg;
+	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
+		log_warnx("upgrade check failed: %s", r->ok ? err : r->error);
+		attempt_end();
+		return;
+	}
+	if (env.status != 0 || (env.agent_status != NULL &&
+	    strcmp(env.agent_status, "DELETE") == 0) ||
+	    env.data == NULL || !cJSON_IsObject(env.data)) {
+		if (env.status != 0)
+			log_warnx("upgrade check: status %lld: %s", env.status,
+			    env.message ? env.message : "");
+		envelope_free(&env);
+		attempt_end();
+		return;
+	}
+	for (i = 0; i < IT_MAX; i++)
+		if (json_get_bool(env.data, item_names[i], &U.want[i]) == -1) {
+			log_warnx("upgrade check: '%s' is not a bool; ignored",
+			    item_names[i]);
+			envelope_free(&env);
+			attempt_end();
+			return;
+		}
+	envelope_free(&env);
+	for (i = 0; i < IT_MAX; i++)
+		any |= U.want[i];
+	if (!any) {
+		attempt_end();
+		return;
+	}
+	log_info("upgrade asked: agent %d, worker %d, jdk %d, dockerInitFile %d",
+	    U.want[IT_AGENT], U.want[IT_WORKER], U.want[IT_JDK], U.want[IT_DOCKER]);
+	/* Acknowledged: from here on, the attempt ends with one finish call. */
+	if (fs_mkdir_p(UP_TMP, 0755) == -1) {
+		agent_check_io_error(errno, UP_TMP);
+		finish(0, "cannot create tmp/");
+		return;
+	}
+	fetch_plan();
+	fetch_next();
+}
+
+/* Loop tick: gates, then POST upgradeNew. */
+static void
+upgrade_tick(void *arg)
+{
+	char *body;
+
+	(void)arg;
+	if (U.busy)
+		return;
+	if (A.debug) {
+		if (!U.skip_logged)
+			log_info("upgrade: disabled in debug mode");
+		U.skip_logged = 1;
+		timer_set(&U.timer, agent_period(P_UPGRADE));
+		return;
+	}
+	if (A.mode != MODE_RUN || build_total_count() > 0) {
+		log_debug("upgrade: skipped (%s)", A.mode != MODE_RUN ?
+		    "not running normally" : "builds exist");
+		timer_set(&U.timer, agent_period(P_UPGRADE));
+		return;
+	}
+	host_jdk_sync(0);
+	body = check_body();
+	if (http_json("POST", EP_UPGRADE_NEW, body, check_done, NULL) == -1) {
+		log_warnx("upgrade: cannot start the check request");
+		timer_set(&U.timer, agent_period(P_UPGRADE));
+	} else {
+		U.busy = 1;
+	}
+	free(body);
+}
+
+/* ------------------------------------------------------------ downloads */
+
+static void decide(void);
+
+/* One download ended: record it and go on with the next. */
+static void
+fetch_done(struct http_result *r, void *arg)
+{
+	struct fetch *f = &U.fetch[U.cur];
+
+	(void)arg;
+	if (r->ok && r->code == 304) {
+		log_info("upgrade: %s not modified (304); keeping %s", f->file, f->dest);
+	} else if (r->ok && r->code >= 200 && r->code < 300) {
+		log_info("upgrade: downloaded %s -> %s (md5 %s, %lld ms)", f->file,
+		    f->dest, r->md5, r->elapsed_ms);
+	} else {
+		log_warnx("upgrade: download %s failed: %s%s", f->file,
+		    r->error[0] ? r->error : "no response",
+		    r->ok ? "" : "; the installed files are untouched");
+		if (r->write_errno != 0)
+			agent_check_io_error(r->write_errno, f->dest);
+		U.failed[f->item] = 1;
+	}
+	if (f->item == IT_JDK && !U.failed[IT_JDK])
+		snprintf(U.jdk_md5, sizeof(U.jdk_md5), "%s", r->md5);
+	U.cur++;
+	fetch_next();
+}
+
+/* Start the next download, skipping the rest of a failed agent group. */
+static void
+fetch_next(void)
+{
+	char hex[MD5_HEX_LEN], *path;
+	struct fetch *f;
+
+	for (; U.cur < U.nfetch; U.cur++) {
+		f = &U.fetch[U.cur];
+		if (!U.failed[f->item])
+			break;
+	}
+	if (U.cur >= U.nfetch) {
+		decide();
+		return;
+	}
+	f = &U.fetch[U.cur];
+	/* eTag = md5 of the previous download in tmp/ (protocol §7.5). */
+	md5_or_empty(f->dest, hex);
+	if (hex[0] != '\0')
+		path = xasprintf("%s?file=%s&eTag=%s", EP_DOWNLOAD, f->file, hex);
+	else
+		path = xasprintf("%s?file=%s", EP_DOWNLOAD, f->file);
+	if (http_download(path, f->dest, hex[0] ? hex : NULL, stall_sec(),
+	    fetch_done, NULL) == -1) {
+		log_warnx("upgrade: cannot start the download of %s", f->file);
+		U.failed[f->item] = 1;
+		free(path);
+		U.cur++;
+		fetch_next();
+		return;
+	}
+	free(path);
+}
+
+/* ------------------------------------------------------------ decide */
+
+/* The JDK in use was unpacked from the zip whose md5 is hex. */
+static int
+jdk_from_zip(const char *hex)
+{
+	char *marker = xasprintf("%s/" JDK_MARKER, A.cfg.jdk_dir_resolved), *text;
+	int same = 0;
+
+	if (fs_read_file(marker, 64, &text, NULL) == 0) {
+		same = strcmp(str_trim(text), hex) == 0;
+		free(text);
+	}
+	free(marker);
+	return same;
+}
+
+static void jdk_unpack(void);
+
+/* What differs from the installed files (§7.3), then apply or finish. */
+static void
+decide(void)
+{
+	char *ver;
+	int any = 0, i;
+
+	if (U.want[IT_AGENT] && !U.failed[IT_AGENT]) {
+		int agent = files_differ(UP_AGENT_NEW, "devopsAgent");
+		int daemon = files_differ(UP_DAEMON_NEW, "devopsDaemon");
+		U.changed[IT_AGENT] = (agent || daemon) &&
+		    (!agent || binary_runs(UP_AGENT_NEW)) &&
+		    (!daemon || binary_runs(UP_DAEMON_NEW));
+		if (!U.changed[IT_AGENT] && (agent || daemon))
+			U.failed[IT_AGENT] = 1;
+		log_info("upgrade: agent binary %s, daemon binary %s",
+		    agent ? "differs" : "unchanged", daemon ? "differs" : "unchanged");
+	}
+	if (U.want[IT_WORKER] && !U.failed[IT_WORKER] &&
+	    files_differ(UP_WORKER_NEW, WORKER_JAR)) {
+		char *jar = xasprintf("%s/" UP_WORKER_NEW, A.workdir);
+		ver = host_worker_version(jar, A.workdir);
+		free(jar);
+		if (*ver != '\0') {
+			log_info("upgrade: new worker %s (running %s)", ver,
+			    A.worker_version);
+			U.changed[IT_WORKER] = 1;
+		} else {
+			U.failed[IT_WORKER] = 1;	/* not a worker jar */
+		}
+		free(ver);
+	}
+	if (U.want[IT_JDK] && !U.failed[IT_JDK]) {
+		U.changed[IT_JDK] = !jdk_from_zip(U.jdk_md5);
+		if (!U.changed[IT_JDK])
+			log_info("upgrade: the JDK in use (%s) already comes from"
+			    " this jre.zip", A.cfg.jdk_dir_resolved);
+	}
+	if (U.want[IT_DOCKER] && !U.failed[IT_DOCKER])
+		U.changed[IT_DOCKER] = files_differ(UP_DOCKER_NEW, DOCKER_INIT);
+
+	for (i = 0; i < IT_MAX; i++)
+		any |= U.changed[i];
+	if (!any) {
+		char why[128] = "nothing to install:";
+		for (i = 0; i < IT_MAX; i++)
+			if (U.want[i]) {
+				size_t n = strlen(why);
+				snprintf(why + n, sizeof(why) - n, " %s %s", item_names[i],
+				    U.failed[i] ? "failed" : "unchanged");
+			}
+		finish(0, why);
+		return;
+	}
+	/* Builds may have been claimed while downloading: they win. */
+	if (A.mode != MODE_RUN || build_total_count() > 0) {
+		finish(0, "a build started during the downloads; retrying later");
+		return;
+	}
+	if (U.changed[IT_JDK])
+		jdk_unpack();
+	else
+		swap_files();
+}
+
+/* ------------------------------------------------------------ JDK */
+
+/* A fresh "jdk<unix-seconds>" name (the next second when taken). */
+static char *
+jdk_new_name(void)
+{
+	time_t t = time(NULL);
+	char *name;
+
+	for (;;) {
+		name = xasprintf("jdk%lld", (long long)t);
+		if (!fs_exists(name))
+			return name;
+		free(name);
+		t++;
+	}
+}
+
+/* `java -version` of the unpacked JDK works. */
+static int
+jdk_verify(const char *dir)
+{
+	char *java = java_in(dir), *out = NULL;
+	char *argv[] = { java, "-version", NULL };
+	int status = 0, ok;
+
+	ok = child_run_capture(argv, A.workdir, PROBE_MS, 16 * 1024, &out, &status) == 0 &&
+	    WIFEXITED(status) && WEXITSTATUS(status) == 0 && out != NULL &&
+	    strstr(out, " version ") != NULL;
+	if (!ok)
+		log_warnx("upgrade: %s -version failed (%s): %.200s", java,
+		    child_status_str(status), out ? out : "");
+	free(out);
+	free(java);
+	return ok;
+}
+
+/* The unpack child ended: verify the new JDK, then swap. */
+static void
+jdk_unpacked(pid_t pid, int status, void *arg)
+{
+	char *marker;
+
+	(void)arg;
+	(void)pid;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		(void)fs_rm_rf(U.jdk_new);
+		finish(0, "cannot unpack tmp/jdk.zip (see the lines above)");
+		return;
+	}
+	if (!jdk_verify(U.jdk_new)) {
+		(void)fs_rm_rf(U.jdk_new);
+		finish(0, "the new JDK does not run; the old one stays");
+		return;
+	}
+	marker = xasprintf("%s/" JDK_MARKER, U.jdk_new);
+	if (fs_write_atomic(marker, U.jdk_md5, strlen(U.jdk_md5), 0644) == -1)
+		log_warn("upgrade: cannot write %s", marker);
+	free(marker);
+	swap_files();
+}
+
+/*
+ * Unpack tmp/jdk.zip into jdk<ts>/ in a forked child, so a large JDK does
+ * not stall heartbeats; the child only unpacks, logs and _exit()s.
+ */
+static void
+jdk_unpack(void)
+{
+	pid_t pid;
+
+	U.jdk_new = jdk_new_name();
+	log_info("upgrade: unpacking %s into %s/", UP_JDK_ZIP, U.jdk_new);
+	if ((pid = fork()) == -1) {
+		log_warn("upgrade: fork");
+		free(U.jdk_new);
+		U.jdk_new = NULL;
+		finish(0, "cannot fork the JDK unpacker");
+		return;
+	}
+	if (pid == 0) {
+		struct archive_stats st;
+		char err[512];
+		int rc;
+
+		child_reset_signals();
+		rc = archive_unpack(UP_JDK_ZIP, U.jdk_new, JDK_MAX_BYTES, &st, err,
+		    sizeof(err));
+		if (rc == -1)
+			log_error("upgrade: unpack %s: %s", UP_JDK_ZIP, err);
+		else
+			log_info("upgrade: unpacked %lu files, %lu dirs, %lu symlinks,"
+			    " %llu bytes; %lu unsafe entries rejected", st.files,
+			    st.dirs, st.symlinks, st.bytes, st.rejected);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	child_watch(pid, jdk_unpacked, NULL);
+}
+
+/* Remove earlier jdk<digits>/ dirs (never jdk/, jre/ or any zip: W8). */
+static void
+jdk_remove_old(const char *keep)
+{
+	DIR *d = opendir(".");
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		const char *p = e->d_name;
+		if (strncmp(p, "jdk", 3) != 0 || p[3] == '\0' ||
+		    strcmp(p, keep) == 0 || strspn(p + 3, "0123456789") != strlen(p + 3) ||
+		    !fs_is_dir(p))
+			continue;
+		if (fs_rm_rf(p) == -1)
+			log_warn("upgrade: cannot remove the old JDK %s", p);
+		else
+			log_info("upgrade: removed the old JDK %s/", p);
+	}
+	closedir(d);
+}
+
+/*
+ * Point devops.agent.jdk.dir.path at the new JDK (relative: W8). The file
+ * is replaced atomically by config_save; on failure memory is restored.
+ */
+static int
+jdk_switch(void)
+{
+	char *old_dir = A.cfg.jdk_dir, *old_res = A.cfg.jdk_dir_resolved;
+	char err[256];
+
+	A.cfg.jdk_dir = xstrdup(U.jdk_new);
+	A.cfg.jdk_dir_resolved = xasprintf("%s/%s", A.workdir, U.jdk_new);
+	if (config_save(&A.cfg, err, sizeof(err)) == -1) {
+		agent_check_io_error(errno, CONFIG_FILE);
+		log_error("upgrade: cannot save %s: %s", CONFIG_FILE, err);
+		free(A.cfg.jdk_dir);
+		free(A.cfg.jdk_dir_resolved);
+		A.cfg.jdk_dir = old_dir;
+		A.cfg.jdk_dir_resolved = old_res;
+		return -1;
+	}
+	log_info("upgrade: JDK switched from %s to %s", old_res,
+	    A.cfg.jdk_dir_resolved);
+	free(old_dir);
+	free(old_res);
+	jdk_remove_old(U.jdk_new);
+	host_jdk_sync(1);
+	return 0;
+}
+
+/* ------------------------------------------------------------ swap, hand-off */
+
+static void handoff_try(void *arg);
+
+/*
+ * Put the new files in place under the build lock, all in this one loop
+ * turn (no build can be claimed in between): JDK, worker, docker script,
+ * then the agent hand-off.
+ */
+static void
+swap_files(void)
+{
+	char *ver;
+
+	if (A.mode != MODE_RUN || build_total_count() > 0) {
+		if (U.jdk_new != NULL)
+			(void)fs_rm_rf(U.jdk_new);
+		finish(0, "a build started meanwhile; retrying later");
+		return;
+	}
+	A.build_lock = 1;
+	if (U.changed[IT_JDK] && jdk_switch() == -1) {
+		(void)fs_rm_rf(U.jdk_new);
+		finish(0, "cannot switch devops.agent.jdk.dir.path");
+		return;
+	}
+	if (U.changed[IT_WORKER]) {
+		/* fs_copy_file writes a temp file and renames it: never torn (W7). */
+		if (fs_copy_file(UP_WORKER_NEW, WORKER_JAR, 0644) == -1) {
+			agent_check_io_error(errno, WORKER_JAR);
+			log_warn("upgrade: cannot replace %s", WORKER_JAR);
+			finish(0, "cannot replace worker-agent.jar");
+			return;
+		}
+		ver = host_worker_version(WORKER_JAR, A.workdir);
+		log_info("upgrade: worker-agent.jar replaced: %s -> %s",
+		    A.worker_version, *ver ? ver : "(unknown)");
+		free(A.worker_version);
+		A.worker_version = ver;
+	}
+	if (U.changed[IT_DOCKER]) {
+		if (fs_copy_file(UP_DOCKER_NEW, DOCKER_INIT, 0755) == -1) {
+			agent_check_io_error(errno, DOCKER_INIT);
+			log_warn("upgrade: cannot replace %s", DOCKER_INIT);
+			finish(0, "cannot replace agent_docker_init.sh");
+			return;
+		}
+		log_info("upgrade: agent_docker_init.sh replaced");
+	}
+	if (U.changed[IT_AGENT]) {
+		handoff_try(NULL);
+		return;
+	}
+	finish(!U.failed[IT_AGENT] && !U.failed[IT_WORKER] && !U.failed[IT_JDK] &&
+	    !U.failed[IT_DOCKER], "new files installed");
+}
+
+/*
+ * Hand the binary swap to tmp/upgrader. total-lock is taken first and given
+ * to the upgrader as its stdin: the flock belongs to the open file, which
+ * the upgrader shares, so when this agent exits the lock stays held and the
+ * daemon cannot start the old agent (W7). docs/upgrader.md has the protocol.
+ */
+static void
+handoff_try(void *arg)
+{
+	char *path, *argv[3], err[256];
+	struct spawn_opts o;
+	pid_t pid;
+	int fd;
+
+	(void)arg;
+	if (A.mode != MODE_RUN || build_total_count() > 0) {
+		finish(0, "a build started before the hand-off; retrying later");
+		return;
+	}
+	if ((fd = lock_try(TOTAL_LOCK)) == -1) {
+		if (errno == EWOULDBLOCK && ++U.lock_tries < LOCK_TRIES) {
+			timer_set(&U.lock_timer, LOCK_RETRY_MS);
+			return;
+		}
+		log_warn("upgrade: cannot take %s", TOTAL_LOCK);
+		finish(0, "total-lock unavailable for the hand-off");
+		return;
+	}
+	path = xasprintf("%s/" UP_UPGRADER, A.workdir);
+	(void)chmod(path, 0755);
+	argv[0] = path;
+	argv[1] = "-action=upgrade";
+	argv[2] = NULL;
+	memset(&o, 0, sizeof(o));
+	o.path = path;
+	o.argv = argv;
+	o.cwd = A.workdir;
+	o.new_session = 1;		/* outlives this agent and its group */
+	o.stdin_fd = fd;		/* the total-lock, handed over */
+	o.stdout_fd = o.stderr_fd = -1;
+	pid = child_spawn(&o, err, sizeof(err));
+	lock_release(fd);		/* the upgrader's copy keeps it locked */
+	free(path);
+	if (pid == -1) {
+		log_error("upgrade: cannot start %s: %s", UP_UPGRADER, err);
+		finish(0, "cannot start the upgrader");
+		return;
+	}
+	log_info("upgrade: upgrader pid %ld owns %s and replaces the binaries;"
+	    " this agent exits now (the upgrader reports the result)",
+	    (long)pid, TOTAL_LOCK);
+	A.exit_code = 0;
+	agent_set_mode(MODE_STOP);
+}
+
+void
+upgrade_start(void)
+{
+	timer_init(&U.timer, "upgrade", upgrade_tick, NULL);
+	timer_init(&U.lock_timer, "upgrade-lock", handoff_try, NULL);
+	timer_set(&U.timer, agent_period(P_UPGRADE));
+}
