@@ -24,6 +24,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "pipeline.h"
 #include "util.h"
 
 #define TAG			"pipeline"
@@ -249,21 +250,54 @@ report_refusal(const char *seq_id, const char *prefix, const char *why)
 
 /* The seqId of an item as a string: new string, or NULL when unusable. */
 static char *
-item_seq_id(const cJSON *data)
+item_seq_id(const cJSON *data, int *was_number)
 {
 	const cJSON *it = json_get(data, "seqId");
 
+	*was_number = 0;
 	if (cJSON_IsString(it) && it->valuestring[0] != '\0')
 		return xstrdup(it->valuestring);
-	/* A number is a type error, but one that can still be answered. */
+	/*
+	 * A number is a type error, but one that can still be answered. The
+	 * range check keeps the cast to long long defined (fuzz_pipeline).
+	 */
 	if (cJSON_IsNumber(it) && isfinite(it->valuedouble) &&
+	    it->valuedouble >= -9.2e18 && it->valuedouble <= 9.2e18 &&
 	    it->valuedouble == (double)(long long)it->valuedouble) {
-		log_warnx("pipeline: seqId %lld is a number, not a string; "
-		    "answering it as \"%lld\"", (long long)it->valuedouble,
-		    (long long)it->valuedouble);
+		*was_number = 1;
 		return xasprintf("%lld", (long long)it->valuedouble);
 	}
 	return NULL;
+}
+
+/* Decode one item without side effects (pipeline.h). */
+enum pipeline_verdict
+pipeline_item_parse(const cJSON *data, struct pipeline_item *it)
+{
+	memset(it, 0, sizeof(*it));
+	if (json_get_str(data, "type", &it->type) == -1 || it->type == NULL ||
+	    strcmp(it->type, "COMMAND") != 0)
+		return PI_SKIP_TYPE;
+	if ((it->seq_id = item_seq_id(data, &it->seq_was_number)) == NULL)
+		return PI_SKIP_SEQ;
+	if (json_get_str(data, "command", &it->command) == -1)
+		it->refusal = "command is not a string";
+	else if (str_blank(it->command))
+		it->refusal = "the command is blank";
+	else if (!exec_id_valid(it->seq_id))
+		it->refusal = "seqId is not a safe task name ([A-Za-z0-9._-], "
+		    "at most 128 characters)";
+	return it->refusal != NULL ? PI_REFUSE : PI_RUN;
+}
+
+/* Free a decoded item. */
+void
+pipeline_item_free(struct pipeline_item *it)
+{
+	free(it->type);
+	free(it->seq_id);
+	free(it->command);
+	memset(it, 0, sizeof(*it));
 }
 
 /* Start a valid COMMAND on the executor; 1 when it runs. */
@@ -312,22 +346,26 @@ item_start(const char *seq_id, const char *command)
 static int
 item_handle(const cJSON *data)
 {
-	char *type = NULL, *seq_id = NULL, *command = NULL;
+	struct pipeline_item pi;
+	enum pipeline_verdict v = pipeline_item_parse(data, &pi);
+	const char *seq_id = pi.seq_id;
 	struct exec_result *res = NULL;
 	int started = 0;
 
-	if (json_get_str(data, "type", &type) == -1 || type == NULL ||
-	    strcmp(type, "COMMAND") != 0) {
+	if (v == PI_SKIP_TYPE) {
 		/* FILE and others: warning only; the item stays pending (§7.9). */
 		log_warnx("pipeline: item of type %s is not supported (only "
-		    "COMMAND); skipped", type ? type : "(none or not a string)");
+		    "COMMAND); skipped", pi.type ? pi.type : "(none or not a string)");
 		goto out;
 	}
-	if ((seq_id = item_seq_id(data)) == NULL) {
+	if (v == PI_SKIP_SEQ) {
 		log_error("pipeline: COMMAND item without a usable seqId; it "
 		    "cannot be answered and is skipped");
 		goto out;
 	}
+	if (pi.seq_was_number)
+		log_warnx("pipeline: seqId %s is a number, not a string; "
+		    "answering it as \"%s\"", seq_id, seq_id);
 	if (exec_is_running(ex, seq_id))
 		goto out;
 	/* Served again after it ran: report the stored result, never re-run. */
@@ -340,19 +378,12 @@ item_handle(const cJSON *data)
 		goto out;
 	}
 	put_queue(seq_id, "EXECUTING", "Executing", 0);
-	if (json_get_str(data, "command", &command) == -1)
-		report_refusal(seq_id, "run pipeline failed", "command is not a string");
-	else if (str_blank(command))
-		report_refusal(seq_id, "run pipeline failed", "the command is blank");
-	else if (!exec_id_valid(seq_id))
-		report_refusal(seq_id, "run pipeline failed", "seqId is not a safe "
-		    "task name ([A-Za-z0-9._-], at most 128 characters)");
+	if (v == PI_REFUSE)
+		report_refusal(seq_id, "run pipeline failed", pi.refusal);
 	else
-		started = item_start(seq_id, command);
+		started = item_start(seq_id, pi.command);
 out:
-	free(type);
-	free(seq_id);
-	free(command);
+	pipeline_item_free(&pi);
 	return started;
 }
 
