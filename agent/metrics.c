@@ -42,7 +42,7 @@
 #include "util.h"
 
 #define WRITE_PATH	EP_METRIX "/write?db=agentMetrix"
-#define PROC_FILE_MAX	(4 * 1024 * 1024)
+#define PROC_FILE_MAX	((size_t)4 << 20)
 
 /* ------------------------------------------------------------ buffer */
 
@@ -333,6 +333,26 @@ line_value(const char *text, const char *key, int *found)
 	if (found != NULL)
 		*found = 0;
 	return 0;
+}
+
+/*
+ * Parse up to max blank-separated unsigned numbers of s into v (strtoull:
+ * sscanf cannot report conversion errors). Returns how many were read.
+ */
+static int
+parse_ulls(const char *s, unsigned long long *v, int max)
+{
+	int n = 0;
+
+	while (n < max) {
+		char *end;
+		s += strspn(s, " \t");
+		if (!isdigit((unsigned char)*s))
+			break;
+		v[n++] = strtoull(s, &end, 10);
+		s = end;
+	}
+	return n;
 }
 
 /* ------------------------------------------------------------ cpu */
@@ -636,15 +656,32 @@ collect_diskio(struct lp *l)
 	if (ds == NULL)
 		return;
 	for (line = ds; line != NULL && *line; line = next) {
-		unsigned long long v[11];
+		unsigned long long v[11] = { 0 };
 		char name[64];
 		int k;
 		next = strchr(line, '\n');
 		if (next != NULL)
 			*next++ = '\0';
-		k = sscanf(line, " %*u %*u %63s %llu %llu %llu %llu %llu %llu %llu "
-		    "%llu %llu %llu %llu", name, &v[0], &v[1], &v[2], &v[3], &v[4],
-		    &v[5], &v[6], &v[7], &v[8], &v[9], &v[10]);
+		/* "major minor name reads merged sectors ms writes ..." */
+		{
+			unsigned long long mm[2];
+			const char *p = line;
+			size_t nl;
+			k = 0;
+			if (parse_ulls(p, mm, 2) == 2) {
+				p += strspn(p, " \t");
+				p += strcspn(p, " \t");
+				p += strspn(p, " \t");
+				p += strcspn(p, " \t");
+				p += strspn(p, " \t");
+				nl = strcspn(p, " \t");
+				if (nl > 0 && nl < sizeof(name)) {
+					memcpy(name, p, nl);
+					name[nl] = '\0';
+					k = 1 + parse_ulls(p + nl, v, 11);
+				}
+			}
+		}
 		if (k < 12 || (v[0] == 0 && v[4] == 0))
 			continue;
 		{
@@ -693,7 +730,7 @@ collect_net(struct lp *l)
 	if (getifaddrs(&ifs) == -1)
 		ifs = NULL;
 	for (line = nd; line != NULL && *line; line = next) {
-		unsigned long long v[16];
+		unsigned long long v[16] = { 0 };
 		char *colon, *name;
 		long flags;
 		int k;
@@ -704,10 +741,7 @@ collect_net(struct lp *l)
 			continue;	/* header lines */
 		*colon = '\0';
 		name = str_trim(line);
-		k = sscanf(colon + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu "
-		    "%llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-		    &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12],
-		    &v[13], &v[14], &v[15]);
+		k = parse_ulls(colon + 1, v, 16);
 		flags = iface_flags(ifs, name);
 		if (k < 16 || flags == -1 || (flags & IFF_LOOPBACK) || !(flags & IFF_UP))
 			continue;
@@ -774,7 +808,7 @@ collect_processes(struct lp *l)
 		if ((f = fopen(path, "re")) == NULL)
 			continue;	/* gone meanwhile */
 		n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
+		(void)fclose(f);
 		buf[n] = '\0';
 		if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ')
 			continue;
@@ -840,8 +874,17 @@ collect_system(struct lp *l)
 	char fmt[64];
 	int have_load;
 
-	have_load = la != NULL && sscanf(la, "%lf %lf %lf", &load[0], &load[1],
-	    &load[2]) == 3;
+	have_load = 0;
+	if (la != NULL) {
+		char *p = la, *end;
+		int i;
+		for (i = 0; i < 3; i++, p = end) {
+			load[i] = strtod(p, &end);
+			if (end == p)
+				break;
+		}
+		have_load = i == 3;
+	}
 	if (up != NULL)
 		uptime = (long long)strtod(up, NULL);
 	setutxent();

@@ -42,8 +42,8 @@
 #define LOG_FILE	"output.log"
 #define DEBUG_FILE	"debug.sh"
 #define ENV_FILE	"output.env"
-#define RESULT_MAX	(1024 * 1024)	/* result.json read cap, bytes */
-#define SCRIPT_MAX	(16 * 1024 * 1024) /* script_path read cap (sha256) */
+#define RESULT_MAX	((size_t)1 << 20)	/* result.json read cap, bytes */
+#define SCRIPT_MAX	((size_t)16 << 20) /* script/allow-list read cap */
 #define READ_CHUNK	65536
 #define READS_PER_TURN	16		/* then let the loop serve others */
 #define KILL_POLL_MS	100		/* group check while waiting for TERM */
@@ -311,7 +311,7 @@ exec_sha256_hex(const void *data, size_t len, char hex[65])
 	if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
 		fatalx("sha256: OpenSSL digest failed");
 	for (i = 0; i < 32; i++)
-		snprintf(hex + i * 2, 3, "%02x", md[i]);
+		snprintf(hex + (size_t)i * 2, 3, "%02x", md[i]);
 	hex[64] = '\0';
 }
 
@@ -324,7 +324,7 @@ exec_allowed(const char *allowlist, const void *data, size_t len,
 	int found = 0;
 
 	exec_sha256_hex(data, len, hex);
-	if (fs_read_file(allowlist, 16 * 1024 * 1024, &text, NULL) == -1) {
+	if (fs_read_file(allowlist, SCRIPT_MAX, &text, NULL) == -1) {
 		snprintf(err, errlen, "script sha256 %s: allow-list %s unreadable "
 		    "(%s): refusing to run", hex, allowlist, strerror(errno));
 		return 0;
@@ -1036,7 +1036,7 @@ read_params(const char *id, const char *workdir)
 		return cJSON_CreateObject();
 	}
 	if (truncated)
-		log_warnx("task %s: %s is larger than %d bytes; only the start is "
+		log_warnx("task %s: %s is larger than %zu bytes; only the start is "
 		    "read", id, path, EXEC_ENV_FILE_MAX);
 	bad = exec_parse_env(text, &params);
 	if (bad > 0)
@@ -1778,6 +1778,7 @@ exec_shutdown(struct executor *e, int64_t budget_ms)
 		}
 		pipe_close(t);
 		t->kill = K_DONE;
+		e->tasks = t->next;	/* task_end finds it gone: fine */
 		task_end(t);
 	}
 }

@@ -43,9 +43,9 @@
 #include <cjson/cJSON.h>
 
 /** Bytes of output a result keeps: the last 64 KiB. */
-#define EXEC_TAIL_MAX		(64 * 1024)
+#define EXEC_TAIL_MAX		((size_t)64 * 1024)
 /** Largest output.env read, bytes; at most EXEC_PARAMS_MAX parameters. */
-#define EXEC_ENV_FILE_MAX	(64 * 1024)
+#define EXEC_ENV_FILE_MAX	((size_t)64 * 1024)
 #define EXEC_PARAMS_MAX		1000
 /** Longest task id. */
 #define EXEC_ID_MAX		128

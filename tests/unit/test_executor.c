@@ -535,14 +535,13 @@ int
 main(void)
 {
 	char tmpl[] = "/tmp/test_executor.XXXXXX";
-	struct http_settings hs = { "p", "a", "test-secret-key", "http://127.0.0.1:9", 1000,
-	    NULL, NULL };
+	struct http_settings hs = { "p", "a", "test-secret-key",
+	    "http://127.0.0.1:9", 1000, NULL, NULL };
 	char *cmd, real[PATH_MAX];
 
 	if (mkdtemp(tmpl) == NULL || realpath(tmpl, real) == NULL ||
-	    strlen(real) >= sizeof(root))
+	    strlcpy_(root, real, sizeof(root)) >= sizeof(root))
 		return 1;
-	snprintf(root, sizeof(root), "%s", real);
 	snprintf(ws, sizeof(ws), "%s/ws", root);
 	log_set_level(LOG_ERROR);
 	if (ev_init() == -1 || http_init(&hs) == -1 ||
