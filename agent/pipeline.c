@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,7 +319,9 @@ item_start(const char *seq_id, const char *command)
 	req.script_name = name;
 	req.env = env;
 	req.user = A.cfg.slave_user;
-	req.timeout_ms = A.cfg.pipeline_timeout_sec * 1000;
+	/* Clamped: a huge value must not overflow into "no timeout". */
+	req.timeout_ms = A.cfg.pipeline_timeout_sec > INT64_MAX / 1000 ?
+	    INT64_MAX / 1000 * 1000 : A.cfg.pipeline_timeout_sec * 1000;
 	rc = exec_start(ex, &req, task_done, NULL, err, sizeof(err));
 	free(name);
 	switch (rc) {

@@ -262,6 +262,23 @@ TEST(failure_reports_exit_status)
 	exec_free(e);
 }
 
+TEST(exec_failure_is_a_reported_failure)
+{
+	struct executor *e = new_exec(NULL, 500);
+	char err[512];
+
+	ndone = 0;
+	/* The kernel cannot run the script: delivered from the loop, persisted. */
+	CHECK(run(e, "noexec", "#!/nonexistent/interpreter\necho hi", 0, err,
+	    sizeof(err)) == EXEC_OK);
+	CHECK(ndone == 0);
+	CHECK(wait_done(1));
+	CHECK(last != NULL && last->status == EXEC_FAILURE);
+	CHECK(last != NULL && strstr(last->error, "start: exec") != NULL);
+	CHECK(run(e, "noexec", "echo again", 0, err, sizeof(err)) == EXEC_E_EXISTS);
+	exec_free(e);
+}
+
 TEST(timeout_kills_the_whole_group)
 {
 	struct executor *e = new_exec(NULL, 300);
@@ -556,6 +573,7 @@ main(void)
 	RUN(allowlist);
 	RUN(success_is_persisted_and_never_rerun);
 	RUN(failure_reports_exit_status);
+	RUN(exec_failure_is_a_reported_failure);
 	RUN(timeout_kills_the_whole_group);
 	RUN(leftover_background_process_is_ended);
 	RUN(large_output_keeps_the_tail);
