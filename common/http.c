@@ -198,33 +198,60 @@ write_file(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* Parse an X-Checksum-Md5 header line (see http.h). */
+int
+http_md5_header_parse(const char *line, size_t len, char out[MD5_HEX_LEN])
+{
+	static const char name[] = "x-checksum-md5:";
+	char val[MD5_HEX_LEN];
+	size_t i, j = 0;
+	int hex = 1;
+
+	if (len < sizeof(name) - 1 ||
+	    strncasecmp(line, name, sizeof(name) - 1) != 0)
+		return 0;
+	/* Blanks anywhere are dropped; anything else must be a hex digit. */
+	for (i = sizeof(name) - 1; i < len; i++) {
+		char c = line[i];
+
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		    (c >= 'A' && c <= 'F')))
+			hex = 0;
+		if (j < 32)
+			val[j] = (char)(c >= 'A' && c <= 'F' ? c + 32 : c);
+		j++;
+	}
+	if (hex && j == 32) {
+		memcpy(out, val, 32);
+		out[32] = '\0';
+		return 1;
+	}
+	if (j == 0) {
+		/* An empty value is no checksum (§7.5: "non-empty"). */
+		out[0] = '\0';
+		return 1;
+	}
+	/*
+	 * Not 32 hex digits: a value that never equals an md5 ('!' is not
+	 * hex), so the download fails. Control bytes are kept out of it.
+	 */
+	out[0] = '!';
+	for (i = 0; i < 31 && i < j && i < 32; i++)
+		out[i + 1] = (val[i] >= 0x20 && val[i] < 0x7f) ? val[i] : '?';
+	out[i + 1] = '\0';
+	return 1;
+}
+
 /* Remember X-Checksum-Md5. */
 static size_t
 header_cb(char *buf, size_t size, size_t nitems, void *arg)
 {
 	struct http_req *r = arg;
 	size_t n = size * nitems;
-	static const char name[] = "x-checksum-md5:";
-	char val[64];
-	size_t i, j = 0;
 
-	if (n > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
-		for (i = sizeof(name) - 1; i < n && j < sizeof(val) - 1; i++)
-			if (buf[i] != ' ' && buf[i] != '\r' && buf[i] != '\n' &&
-			    buf[i] != '\t')
-				val[j++] = buf[i];
-		val[j] = '\0';
-		if (j == 32) {
-			for (i = 0; i < 32; i++)
-				r->res.md5_header[i] = (char)((val[i] >= 'A' &&
-				    val[i] <= 'Z') ? val[i] + 32 : val[i]);
-			r->res.md5_header[32] = '\0';
-		} else {
-			/* A malformed checksum can never match: keep it visible. */
-			snprintf(r->res.md5_header, sizeof(r->res.md5_header),
-			    "%.32s", j ? val : "-");
-		}
-	}
+	(void)http_md5_header_parse(buf, n, r->res.md5_header);
 	return n;
 }
 

@@ -103,6 +103,18 @@ int http_download(const char *path, const char *dest, const char *etag,
 int http_download_sync(const char *path, const char *dest, const char *etag,
     int stall_sec, struct http_result *res);
 
+/**
+ * Parse one response header line as libcurl passes it to the header
+ * callback ("Name: value\r\n", len bytes, not NUL-terminated) for the
+ * download checksum X-Checksum-Md5 (protocol §7.5; bk-ci
+ * upgrade/files/download). Returns 0 when it is another header (out
+ * untouched); 1 when it is that header: out is its 32 hex digits in lower
+ * case, "" for an empty value (no checksum, as in GoAgent), or, when the
+ * value is anything else, '!' plus at most 31 printable bytes of it, which
+ * never equals an md5, so the download fails.
+ */
+int http_md5_header_parse(const char *line, size_t len, char out[MD5_HEX_LEN]);
+
 /** Free a result's body (safe to call twice). */
 void http_result_free(struct http_result *res);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "http.h"
 #include "log.h"
 #include "t.h"
 
@@ -64,10 +65,38 @@ TEST(log_line_breaks_are_flattened)
 	unlink(path);
 }
 
+/*
+ * Found while exposing the X-Checksum-Md5 parser for fuzzing: a value with
+ * the right md5 followed by junk was cut to 32 bytes and accepted, and any
+ * 32 bytes counted as a checksum.
+ */
+TEST(md5_header_needs_exactly_32_hex_digits)
+{
+	static const char good[] = "X-Checksum-Md5: 0CC175B9C0F1B6A8 31c399e269772661\r\n";
+	static const char junk[] = "x-checksum-md5: 0cc175b9c0f1b6a831c399e269772661junk\r\n";
+	static const char nothex[] = "X-Checksum-Md5: zzc175b9c0f1b6a831c399e269772661\r\n";
+	static const char empty[] = "X-Checksum-Md5:  \r\n";
+	static const char other[] = "Content-Type: application/octet-stream\r\n";
+	char out[MD5_HEX_LEN];
+
+	CHECK(http_md5_header_parse(good, sizeof(good) - 1, out) == 1);
+	CHECK_STR(out, "0cc175b9c0f1b6a831c399e269772661");
+	CHECK(http_md5_header_parse(junk, sizeof(junk) - 1, out) == 1);
+	CHECK(out[0] == '!');
+	CHECK(http_md5_header_parse(nothex, sizeof(nothex) - 1, out) == 1);
+	CHECK(out[0] == '!');
+	CHECK(http_md5_header_parse(empty, sizeof(empty) - 1, out) == 1);
+	CHECK_STR(out, "");
+	out[0] = 'x';
+	CHECK(http_md5_header_parse(other, sizeof(other) - 1, out) == 0);
+	CHECK(out[0] == 'x');
+}
+
 int
 main(void)
 {
 	RUN(redact_star_secret_terminates);
 	RUN(log_line_breaks_are_flattened);
+	RUN(md5_header_needs_exactly_32_hex_digits);
 	return t_done();
 }
