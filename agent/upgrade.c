@@ -572,7 +572,7 @@ jdk_verify(const char *dir)
 	char *argv[] = { java, "-version", NULL };
 	int status = 0, ok;
 
-	ok = child_run_capture(argv, A.workdir, PROBE_MS, 16 * 1024, &out, &status) == 0 &&
+	ok = child_run_capture(argv, A.workdir, PROBE_MS, (size_t)16 * 1024, &out, &status) == 0 &&
 	    WIFEXITED(status) && WEXITSTATUS(status) == 0 && out != NULL &&
 	    strstr(out, " version ") != NULL;
 	if (!ok)

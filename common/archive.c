@@ -122,7 +122,7 @@ entry_unsafe(struct archive_entry *e, const char *raw, const char *name)
 	if ((why = archive_name_unsafe(raw)) != NULL)
 		return why;
 	if (hl != NULL) {
-		if ((why = archive_name_unsafe(hl)) != NULL)
+		if (archive_name_unsafe(hl) != NULL)
 			return "hardlink target is not a safe name";
 		return NULL;
 	}
@@ -285,7 +285,7 @@ int
 archive_unpack(const char *path, const char *dir, unsigned long long max_bytes,
     struct archive_stats *stp, char *err, size_t errlen)
 {
-	struct archive_stats local;
+	struct archive_stats local = { 0 };
 	struct archive_entry *e;
 	struct unpack u;
 	size_t i;

@@ -141,7 +141,7 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	total = total_adopt();
-	signal(SIGPIPE, SIG_IGN);
+	(void)signal(SIGPIPE, SIG_IGN);
 	(void)fs_mkdir_p("logs", 0755);
 	if (log_open(UPGRADER_LOG, "upgrader") == -1)
 		fprintf(stderr, "upgrader: cannot open %s: %s\n", UPGRADER_LOG,

@@ -12,7 +12,7 @@
 
 #define UNINSTALL_SCRIPT	"uninstall.sh"
 #define UNINSTALL_TIMEOUT_MS	120000
-#define UNINSTALL_OUT_MAX	(64 * 1024)
+#define UNINSTALL_OUT_MAX	((size_t)64 * 1024)
 
 int
 uninstall_run(const char *workdir)
