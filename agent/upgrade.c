@@ -810,6 +810,7 @@ handoff_try(void *arg)
 	agent_set_mode(MODE_STOP);
 }
 
+/* Arm the loop: the first attempt comes one period after start (§7.1). */
 void
 upgrade_start(void)
 {

@@ -19,6 +19,7 @@
 			 ARCHIVE_EXTRACT_SECURE_NODOTDOT | \
 			 ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME)
 
+/* Names that must never be joined to the target directory. */
 const char *
 archive_name_unsafe(const char *name)
 {
@@ -42,6 +43,7 @@ archive_name_unsafe(const char *name)
 	return NULL;
 }
 
+/* Symlink targets must stay below the root, judged on the text. */
 const char *
 archive_link_unsafe(const char *link_name, const char *target)
 {
@@ -281,6 +283,7 @@ out:
 	return rc;
 }
 
+/* Read every entry, write the safe ones, then re-check the symlinks. */
 int
 archive_unpack(const char *path, const char *dir, unsigned long long max_bytes,
     struct archive_stats *stp, char *err, size_t errlen)

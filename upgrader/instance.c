@@ -22,6 +22,7 @@ const struct instance INST_DAEMON = { "daemon", DAEMON_BIN, DAEMON_GRACE_MS };
 
 #define POLL_MS		100	/* health-check poll interval */
 
+/* Sleep ms, resuming after signals (the upgrader has no event loop). */
 void
 msleep(int ms)
 {
@@ -39,6 +40,7 @@ lock_path(const struct instance *in, char *buf, size_t size)
 	return buf;
 }
 
+/* Held lock = running (§3.4). */
 int
 instance_running(const struct instance *in)
 {
@@ -73,6 +75,7 @@ verified_pid(const struct instance *in)
 	return (pid_t)pid;
 }
 
+/* Verified SIGTERM, wait for the lock, SIGKILL as a last resort (W3). */
 int
 instance_stop(const struct instance *in, int *stopped)
 {
@@ -115,6 +118,7 @@ instance_stop(const struct instance *in, int *stopped)
 	return -1;
 }
 
+/* Start the daemon detached; it waits for total-lock in CheckProcess. */
 int
 daemon_start(const char *workdir)
 {
@@ -138,6 +142,7 @@ daemon_start(const char *workdir)
 	return pid == -1 ? -1 : 0;
 }
 
+/* Poll until a new agent holds agent.lock and its pid file names it. */
 pid_t
 agent_wait_up(pid_t old_pid, unsigned long long old_start, int timeout_ms,
     unsigned long long *start)
@@ -166,6 +171,7 @@ agent_wait_up(pid_t old_pid, unsigned long long old_start, int timeout_ms,
 	}
 }
 
+/* Poll that one agent process keeps agent.lock for ms. */
 int
 agent_stays_up(pid_t pid, unsigned long long start, int64_t ms)
 {

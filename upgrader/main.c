@@ -113,6 +113,7 @@ check_upgrade(int *total, int keep_total)
 	return fd;
 }
 
+/* Find WORKDIR, adopt total-lock, CheckProcess("upgrade"), run the action. */
 int
 main(int argc, char *argv[])
 {

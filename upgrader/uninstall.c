@@ -14,6 +14,7 @@
 #define UNINSTALL_TIMEOUT_MS	120000
 #define UNINSTALL_OUT_MAX	((size_t)64 * 1024)
 
+/* Run uninstall.sh with a deadline and log what it printed. */
 int
 uninstall_run(const char *workdir)
 {

@@ -129,6 +129,7 @@ swap_back(struct swap *s)
 	return rc;
 }
 
+/* One DELETE upgrade?success= call with the identity of .agent.properties. */
 int
 upgrade_report(const char *workdir, int success)
 {
@@ -217,6 +218,7 @@ fail(const char *workdir, int *total)
 	return 1;
 }
 
+/* The whole -action=upgrade flow of the header comment, steps 1-6. */
 int
 upgrade_run(const char *workdir, int total_fd)
 {
