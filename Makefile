@@ -170,6 +170,7 @@ $(TIDY_RUNS): tidy/%: $(BUILD)/.deps-ok
 bench: all
 	$(PYTHON) bench/agent_figures.py
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
+	$(PYTHON) bench/collector_figures.py
 
 .PHONY: bench
 
