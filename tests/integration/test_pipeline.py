@@ -7,6 +7,7 @@ the PUTs that reached the server (fakeci validates each body against the
 server's PipelineResponse model) and the task files in pipeline_tasks/.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -292,3 +293,18 @@ def test_agent_stop_ends_a_running_task(install_dir, fakeci):
     assert final["response"] == ("run pipeline failed: stopped: the agent is shutting down\n"
                                  "output: up\n")
     assert len(finals_for(fakeci, "stopseq1")) == 1
+
+
+def test_allowlist(install_dir, fakeci):
+    allowed = "echo allowed"
+    (install_dir / "allow.txt").write_text(
+        f"# sha256 of pipeline commands\n{hashlib.sha256(allowed.encode()).hexdigest()}  ok\n")
+    agent = start_agent(install_dir, fakeci, **{"devops.pipeline.allowlist": "allow.txt"})
+    fakeci.queue_pipeline(allowed, seq_id="allow1")
+    final = wait_final(fakeci, agent, "allow1")
+    assert final["status"] == "SUCCESS" and final["response"] == "allowed\n"
+    fakeci.queue_pipeline("echo sneaky", seq_id="allow2")
+    final = wait_final(fakeci, agent, "allow2")
+    assert final["status"] == "FAILURE"
+    assert "is not in the allow-list" in final["response"]
+    assert not (task_dir(install_dir, "allow2") / "output.log").exists()
