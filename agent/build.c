@@ -52,29 +52,6 @@ static void report_send(void *arg);
 
 /* ---------------------------------------------------------------- helpers */
 
-char *
-shell_quote(const char *s)
-{
-	size_t n = 3, i;
-	char *out, *p;
-
-	for (i = 0; s[i]; i++)
-		n += s[i] == '\'' ? 4 : 1;
-	out = p = xmalloc(n);
-	*p++ = '\'';
-	for (i = 0; s[i]; i++) {
-		if (s[i] == '\'') {
-			memcpy(p, "'\\''", 4);
-			p += 4;
-		} else {
-			*p++ = s[i];
-		}
-	}
-	*p++ = '\'';
-	*p = '\0';
-	return out;
-}
-
 /* Copy member key of src into dst as a string ("" when absent or not a string). */
 static void
 copy_str(cJSON *dst, const cJSON *src, const char *key, int null_if_absent)

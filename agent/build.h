@@ -107,7 +107,5 @@ struct envlist;
  */
 void build_env(const struct build *b, struct envlist *env);
 
-/** Quote s for a POSIX shell ('...' with ' as '\''). New string. */
-char *shell_quote(const char *s);
 
 #endif

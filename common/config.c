@@ -342,24 +342,6 @@ key_load(struct config *c, const struct ckey *k, const char *raw, int quiet,
 	return rc;
 }
 
-/* Write all of buf to fd. */
-static int
-write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Run iniparser over len bytes of buf. iniparser 4.1 only loads from a path,
  * so the bytes go to an anonymous file (memfd on Linux, an unlinked temp file
@@ -390,7 +372,7 @@ ini_load_buf(const char *buf, size_t len, const char *name, char *err,
 		    strerror(errno));
 		return NULL;
 	}
-	if (write_all(fd, buf, len) == -1 || lseek(fd, 0, SEEK_SET) == -1) {
+	if (fs_write_all(fd, buf, len) == -1 || lseek(fd, 0, SEEK_SET) == -1) {
 		int saved = errno;
 
 		seterr(err, errlen, "scratch file for iniparser: %s",

@@ -151,49 +151,6 @@ exec_id_valid(const char *id)
 	return 1;
 }
 
-/* Quote s for a POSIX shell: '...' with ' written as '\''. New string. */
-static char *
-sh_quote(const char *s)
-{
-	size_t n = 3, i;
-	char *out, *p;
-
-	for (i = 0; s[i]; i++)
-		n += s[i] == '\'' ? 4 : 1;
-	out = p = xmalloc(n);
-	*p++ = '\'';
-	for (i = 0; s[i]; i++) {
-		if (s[i] == '\'') {
-			memcpy(p, "'\\''", 4);
-			p += 4;
-		} else {
-			*p++ = s[i];
-		}
-	}
-	*p++ = '\'';
-	*p = '\0';
-	return out;
-}
-
-/* Write all of buf to fd, retrying short writes and EINTR. 0 or -1/errno. */
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Read a regular file without following a symlink in its last component
  * (a task may plant "output.env -> /etc/shadow"; the agent often runs as
@@ -462,7 +419,7 @@ exec_resolve(const char *root, const char *rel, char *out, size_t outlen,
 char *
 exec_wrap_script(const char *command, const char *dir)
 {
-	char *copy = xstrdup(command), *line, *next, *q = sh_quote(dir), *out;
+	char *copy = xstrdup(command), *line, *next, *q = shell_quote(dir), *out;
 	size_t cap = strlen(command) + strlen(q) + 64, len = 0;
 	int first = 1;
 
@@ -808,7 +765,7 @@ log_file_put(struct task *t, const char *text, size_t len)
 {
 	if (t->log_fd == -1)
 		return;
-	if (write_all(t->log_fd, text, len) == -1) {
+	if (fs_write_all(t->log_fd, text, len) == -1) {
 		log_warn("task %s: cannot write %s/" LOG_FILE "; the output tail is "
 		    "still kept", t->id, t->dir);
 		close(t->log_fd);
@@ -1175,7 +1132,7 @@ secret_name(const char *kv)
 static char *
 debug_script_text(const struct task *t, char *const *argv, const struct envlist *env)
 {
-	char *q = sh_quote(t->workdir), *out, *tmp;
+	char *q = shell_quote(t->workdir), *out, *tmp;
 	size_t i;
 
 	out = xasprintf("#!/bin/sh\n# debug.sh - re-run task %s by hand with the "
@@ -1187,7 +1144,7 @@ debug_script_text(const struct task *t, char *const *argv, const struct envlist 
 	for (i = 0; i < env->n; i++) {
 		if (secret_name(env->v[i]) || strchr(env->v[i], '=') == NULL)
 			continue;
-		q = sh_quote(env->v[i]);
+		q = shell_quote(env->v[i]);
 		tmp = xasprintf("%sexport %s\n", out, q);
 		free(q);
 		free(out);
@@ -1197,7 +1154,7 @@ debug_script_text(const struct task *t, char *const *argv, const struct envlist 
 	free(out);
 	out = tmp;
 	for (i = 0; argv[i] != NULL; i++) {
-		q = sh_quote(argv[i]);
+		q = shell_quote(argv[i]);
 		tmp = xasprintf("%s %s", out, q);
 		free(q);
 		free(out);

@@ -17,9 +17,8 @@
 #include "fsutil.h"
 #include "util.h"
 
-/* Write all of buf, retrying short writes and EINTR. */
-static int
-write_all(int fd, const void *buf, size_t len)
+int
+fs_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 
@@ -77,7 +76,7 @@ fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 
 	if ((fd = temp_beside(path, tmp, sizeof(tmp))) == -1)
 		return -1;
-	if (write_all(fd, data, len) == -1 || fchmod(fd, mode) == -1 ||
+	if (fs_write_all(fd, data, len) == -1 || fchmod(fd, mode) == -1 ||
 	    fsync(fd) == -1)
 		goto fail;
 	if (close(fd) == -1) {
@@ -213,7 +212,7 @@ fs_copy_file(const char *src, const char *dst, mode_t mode)
 				continue;
 			goto fail;
 		}
-		if (write_all(out, buf, (size_t)n) == -1)
+		if (fs_write_all(out, buf, (size_t)n) == -1)
 			goto fail;
 	}
 	if (fchmod(out, mode) == -1 || fsync(out) == -1)

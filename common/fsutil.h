@@ -20,6 +20,12 @@
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
 /**
+ * Write all len bytes of buf to fd, retrying short writes and EINTR.
+ * Returns 0, or -1 with errno of the failing write (ENOSPC, EIO, ...).
+ */
+int fs_write_all(int fd, const void *buf, size_t len);
+
+/**
  * Read a whole file into a new NUL-terminated buffer (*out, caller frees;
  * *len excludes the NUL). Files larger than max_bytes fail with EFBIG.
  */

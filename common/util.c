@@ -127,6 +127,29 @@ str_blank(const char *s)
 	return 1;
 }
 
+char *
+shell_quote(const char *s)
+{
+	size_t n = 3, i;
+	char *out, *p;
+
+	for (i = 0; s[i]; i++)
+		n += s[i] == '\'' ? 4 : 1;
+	out = p = xmalloc(n);
+	*p++ = '\'';
+	for (i = 0; s[i]; i++) {
+		if (s[i] == '\'') {
+			memcpy(p, "'\\''", 4);
+			p += 4;
+		} else {
+			*p++ = s[i];
+		}
+	}
+	*p++ = '\'';
+	*p = '\0';
+	return out;
+}
+
 int
 str_starts(const char *s, const char *prefix)
 {

@@ -38,6 +38,12 @@ size_t strlcpy_(char *dst, const char *src, size_t size);
 char *str_trim(char *s);
 /** True when s is NULL or only white space. */
 int str_blank(const char *s);
+/**
+ * Quote s for a POSIX shell: '...' with each ' written as '\''.
+ * New string, caller frees.
+ */
+char *shell_quote(const char *s);
+
 /** True when s starts with prefix. */
 int str_starts(const char *s, const char *prefix);
 /** True when s ends with suffix. */
