@@ -23,7 +23,8 @@ static enum log_level log_level = LOG_INFO;
 static long long log_max_bytes = 50LL * 1024 * 1024;
 static int	 log_keep = 5;
 static long long log_size;
-static int	 log_write_failed;
+static long long log_lost;	/* records not written since the last success */
+static int	 log_lost_errno;	/* why the first of them failed */
 static char	*log_secrets[LOG_SECRETS_MAX];
 
 int
@@ -192,6 +193,52 @@ log_rotate(void)
 	(void)log_open(log_path, NULL);
 }
 
+/*
+ * Append one record to the log file. On failure (disk full, I/O error) a
+ * torn tail is cut off again, so the file only ever holds whole lines, and
+ * the record counts as lost; the first loss is reported on stderr.
+ */
+static int
+log_file_write(const char *rec, size_t n)
+{
+	ssize_t w = write(log_fd, rec, n);
+
+	if (w == (ssize_t)n) {
+		log_size += (long long)n;
+		return 0;
+	}
+	if (w > 0)
+		(void)!ftruncate(log_fd, (off_t)log_size);
+	if (log_lost++ == 0) {
+		log_lost_errno = w == -1 ? errno : ENOSPC;
+		fprintf(stderr, "%s: log write failed: %s\n", log_tag,
+		    strerror(log_lost_errno));
+	}
+	return -1;
+}
+
+/*
+ * Writing works again after a failure: first say in the log itself how
+ * many lines are missing and why. stamp: the time stamp of the record
+ * about to be written (slen bytes).
+ */
+static void
+log_note_lost(const char *stamp, size_t slen)
+{
+	char note[512];
+	int k;
+
+	k = snprintf(note, sizeof(note), "%.*s|WARN|%s[%ld]|log: %lld earlier "
+	    "line(s) could not be written: %s\n", (int)slen, stamp, log_tag,
+	    (long)getpid(), log_lost, strerror(log_lost_errno));
+	if (k <= 0 || (size_t)k >= sizeof(note))
+		return;
+	if (write(log_fd, note, (size_t)k) == k) {
+		log_size += k;
+		log_lost = 0;
+	}
+}
+
 static void
 log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 {
@@ -229,19 +276,11 @@ log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 	if (log_fd == -1 || log_to_stderr)
 		(void)!write(STDERR_FILENO, line, n);
 	if (log_fd != -1) {
-		ssize_t w = write(log_fd, line, n);
-		if (w != (ssize_t)n) {
-			/* Disk full or I/O error: say so once on stderr, go on. */
-			if (!log_write_failed)
-				fprintf(stderr, "%s: log write failed: %s\n",
-				    log_tag, w == -1 ? strerror(errno) : "short write");
-			log_write_failed = 1;
-		} else {
-			log_write_failed = 0;
-			log_size += (long long)n;
-			if (log_max_bytes > 0 && log_size > log_max_bytes)
-				log_rotate();
-		}
+		if (log_lost > 0)
+			log_note_lost(line, strcspn(line, "|"));
+		if (log_file_write(line, n) == 0 && log_max_bytes > 0 &&
+		    log_size > log_max_bytes)
+			log_rotate();
 	}
 	errno = saved;
 }

@@ -13,6 +13,11 @@
  *
  * One record is one line: '\n' and '\r' inside a message become spaces and
  * other control bytes '?', so text from the network cannot forge log lines.
+ *
+ * Disk full: a record that cannot be written is dropped whole (a torn tail
+ * is truncated away), the first failure is reported on stderr, and once
+ * writing works again the log gets a WARN line "log: N earlier line(s)
+ * could not be written: <reason>" before the next record.
  */
 #ifndef LOG_H
 #define LOG_H
