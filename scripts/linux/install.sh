@@ -137,6 +137,8 @@ unit_file() {
 # unit_text: the systemd unit. KillMode=process: stopping or restarting the
 # daemon never kills the agent or its builds. Exit 88 (agent deleted on the
 # server) is final; other failures restart the daemon after 5 s.
+# Delegate=yes: the agent gives every build a cgroup of its own below the
+# unit's, so that it can end a build's whole process tree (docs/durability.md).
 unit_text() {
 	# systemd expands %-specifiers: a literal % is written %%.
 	dir=$(printf '%s' "$workdir" | sed 's/%/%%/g')
@@ -153,6 +155,7 @@ unit_text() {
 	echo "WorkingDirectory=$dir"
 	echo "ExecStart=\"$dir/devopsDaemon\""
 	echo "KillMode=process"
+	echo "Delegate=yes"
 	echo "Restart=on-failure"
 	echo "RestartSec=5"
 	echo "RestartPreventExitStatus=88"

@@ -49,11 +49,18 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-def agent_env(env_extra: dict | None = None) -> dict:
-    """Environment for agent processes: no proxies, HOME/USER/LOGNAME/SHELL set."""
+def agent_env(env_extra: dict | None = None, home: Path | None = None) -> dict:
+    """Environment for agent processes: no proxies, HOME/USER/LOGNAME/SHELL set.
+
+    home: a private HOME (created), so that the login shells of workers do
+    not run the machine user's profile (which may hold locks of its own).
+    """
     env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
     user = pwd.getpwuid(os.getuid())
-    env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name, SHELL="/bin/bash")
+    if home is not None:
+        Path(home).mkdir(exist_ok=True)
+    env.update(HOME=str(home or user.pw_dir), USER=user.pw_name, LOGNAME=user.pw_name,
+               SHELL="/bin/bash")
     env.update(env_extra or {})
     return env
 
@@ -161,7 +168,8 @@ class Agent:
         self.output_path = self.install_dir.parent / f"{self.binary}.{time.time_ns()}.out"
         with open(self.output_path, "wb") as out:
             self.proc = subprocess.Popen(["./" + self.binary, *args], cwd=self.install_dir,
-                                         env=agent_env(self.env_extra),
+                                         env=agent_env(self.env_extra,
+                                                       self.install_dir.parent / "home"),
                                          stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         Agent._live.append(self)
@@ -238,7 +246,29 @@ def cleanup_install_dir(install_dir: Path) -> list[int]:
     leftovers = kill_leftovers(install_dir)
     if leftovers:
         warnings.warn(f"killed {len(leftovers)} leftover process(es) in {install_dir}: {leftovers}")
+    remove_build_cgroups(install_dir)
     return leftovers
+
+
+def remove_build_cgroups(install_dir: Path) -> None:
+    """Remove the (now empty) build cgroups the agents of install_dir made.
+
+    Tests that kill the agent on purpose leave builds whose cgroups nobody
+    ends once the install directory is gone. The agent logs its cgroup base.
+    """
+    log = Path(install_dir) / "logs" / "devopsAgent.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for base in set(re.findall(r"process-tree cleanup: cgroup v2 \((/[^,]+),", text)):
+        for child in Path(base).glob("*/") if os.path.isdir(base) else ():
+            if (child / "cgroup.procs").exists():
+                try:
+                    child.rmdir()
+                except OSError:
+                    pass
+        try:
+            os.rmdir(base)
+        except OSError:
+            pass
 
 
 def assert_no_violations(fakeci: FakeCI) -> None:

@@ -103,30 +103,6 @@ def start(install: Path, **env) -> Agent:
     return Agent(install, env_extra=env, fast=True).start()
 
 
-@pytest.fixture(autouse=True)
-def remove_build_cgroups(install_dir):
-    """After a test: kill its processes, then remove the cgroups its agents made.
-
-    Tests that kill the agent on purpose leave builds whose cgroups nobody
-    ends once the install directory is gone.
-    """
-    yield
-    cleanup_install_dir(install_dir)
-    log = Path(install_dir) / "logs" / "devopsAgent.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
-    for base in set(re.findall(r"process-tree cleanup: cgroup v2 \((/[^,]+),", text)):
-        for child in Path(base).glob("*/") if os.path.isdir(base) else ():
-            if (child / "cgroup.procs").exists():
-                try:
-                    child.rmdir()
-                except OSError:
-                    pass
-        try:
-            os.rmdir(base)
-        except OSError:
-            pass
-
-
 # ------------------------------------------------------------------ re-adoption
 
 def test_kill9_during_build_worker_survives_and_is_reported_once(fakeci, install_dir):

@@ -139,6 +139,7 @@ def test_linux_install_root_systemd_unit(linux):
     unit = linux.system_dir / (SERVICE + ".service")
     text = unit.read_text()
     assert "KillMode=process\n" in text
+    assert "Delegate=yes\n" in text
     assert 'ExecStart="%s/devopsDaemon"\n' % linux.inst in text
     assert "WorkingDirectory=%s\n" % linux.inst in text
     assert "RestartPreventExitStatus=88\n" in text
