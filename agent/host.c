@@ -21,6 +21,13 @@
 #include "log.h"
 #include "util.h"
 
+/*
+ * The java probes run synchronously inside the event loop (they are rare:
+ * at start, after a JDK change, after a jar restore), so a hanging JVM may
+ * stall the loop for at most this long before its process group is killed.
+ */
+#define JAVA_PROBE_MS	10000
+
 static time_t jdk_mtime;
 
 /* Go's GOARCH name for this machine. */
@@ -215,7 +222,7 @@ host_worker_version(const char *jar, const char *cwd)
 	char *version = NULL;
 	int status;
 
-	if (child_run_capture(argv, cwd, 30000, (size_t)64 * 1024, &out, &status) == -1) {
+	if (child_run_capture(argv, cwd, JAVA_PROBE_MS, (size_t)64 * 1024, &out, &status) == -1) {
 		log_warn("worker version probe (%s) failed", jar);
 	} else {
 		for (line = strtok_r(out, "\n", &save); line != NULL;
@@ -271,7 +278,7 @@ host_jdk_sync(int force)
 	java = agent_java_path();
 	char *argv[] = { java, "-version", NULL };
 	jdk_clear();
-	if (child_run_capture(argv, A.workdir, 30000, (size_t)16 * 1024, &out, &status) == 0 &&
+	if (child_run_capture(argv, A.workdir, JAVA_PROBE_MS, (size_t)16 * 1024, &out, &status) == 0 &&
 	    WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		for (k = 0; k < 3; k++)
 			A.jdk_version[k] = xstrdup("");
