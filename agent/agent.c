@@ -1,9 +1,11 @@
 /* agent.c - process-wide agent state: periods, paths, exit errors, modes. */
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "child.h"
@@ -65,6 +67,47 @@ agent_check_io_error(int err, const char *what)
 	free(msg);
 }
 
+/*
+ * .agent.properties holds the secret key (W17): no access for others, and
+ * group read only for the build user's group when builds run as another
+ * user, because the Java worker reads the file in its cwd (AgentEnv.kt).
+ * Only ever takes permissions away; failures are logged, never fatal.
+ */
+static void
+config_protect(void)
+{
+	const char *slave = A.cfg.slave_user;
+	struct passwd *pw = NULL;
+	struct stat st;
+	mode_t mode, want;
+
+	if (stat(CONFIG_FILE, &st) == -1)
+		return;
+	mode = st.st_mode & 07777;
+	want = mode & ~(mode_t)S_IRWXO;
+	if (slave != NULL && *slave != '\0')
+		pw = getpwnam(slave);
+	if (pw != NULL && pw->pw_uid != geteuid() && pw->pw_uid != st.st_uid) {
+		if (st.st_gid != pw->pw_gid &&
+		    chown(CONFIG_FILE, (uid_t)-1, pw->pw_gid) == -1) {
+			/* Taking "other" away now would lock the worker out. */
+			log_warn("cannot give %s to the group of %s; its "
+			    "permissions stay as they are", CONFIG_FILE, slave);
+			return;
+		}
+		want = (want & ~(mode_t)S_IRWXG) | (mode & S_IRGRP);
+	} else {
+		want &= ~(mode_t)S_IRWXG;
+	}
+	if (want == mode)
+		return;
+	if (chmod(CONFIG_FILE, want) == -1)
+		log_warn("cannot restrict the permissions of %s", CONFIG_FILE);
+	else
+		log_info("%s holds the secret key: mode %04o -> %04o", CONFIG_FILE,
+		    (unsigned int)mode, (unsigned int)want);
+}
+
 void
 agent_save_config(void)
 {
@@ -76,6 +119,7 @@ agent_save_config(void)
 		    CONFIG_FILE, err);
 		agent_check_io_error(saved, CONFIG_FILE);
 	}
+	config_protect();
 }
 
 /* Start `tmp/upgrader -action=uninstall` detached (§5.4 step 4). */

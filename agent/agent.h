@@ -90,7 +90,11 @@ char *agent_java_path(void);
 void agent_set_exit_error(const char *enum_name, const char *msg);
 /** Record an exit error when errno says ENOSPC or EACCES. */
 void agent_check_io_error(int err, const char *what);
-/** Persist the config; failures are logged and become exit errors. */
+/**
+ * Persist the config; failures are logged and become exit errors. Also
+ * takes away read access for others (it holds the secret key; group read
+ * stays for the build user's group when builds run as another user).
+ */
 void agent_save_config(void);
 /** Enter a mode (drain, uninstall, stop) and act on it. */
 void agent_set_mode(enum agent_mode m);

@@ -95,7 +95,15 @@ char *
 build_info_json(const cJSON *info)
 {
 	cJSON *o = build_info_obj(info);
-	char *s = json_print(o);
+	char *s;
+
+	/*
+	 * The worker must get this in argv (WorkRunner decodes args[0]), where
+	 * every local user can read it: never the docker credentials (W17).
+	 * Only binary builds reach a worker, for which the key is null anyway.
+	 */
+	cJSON_ReplaceItemInObjectCaseSensitive(o, "dockerBuildInfo", cJSON_CreateNull());
+	s = json_print(o);
 
 	cJSON_Delete(o);
 	return s;

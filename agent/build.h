@@ -77,7 +77,10 @@ int build_info_check(const cJSON *info, char *err, size_t errlen);
  * Build the JSON the worker receives in base64 (protocol Appendix B): keys
  * projectId, buildId, vmSeqId, workspace, pipelineId, dockerBuildInfo,
  * executeCount, containerHashId in that order, absent values "" / null.
- * Returns a new string (caller frees).
+ * dockerBuildInfo is always null: the text ends up in the worker's argv
+ * (bk-ci WorkRunner.getBuildInfo reads args[0]), visible in ps, and must
+ * not carry its credentials (docs/security.md). Returns a new string
+ * (caller frees).
  */
 char *build_info_json(const cJSON *info);
 

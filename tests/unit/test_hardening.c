@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build.h"
 #include "fsutil.h"
 #include "http.h"
 #include "log.h"
@@ -92,11 +93,29 @@ TEST(md5_header_needs_exactly_32_hex_digits)
 	CHECK(out[0] == 'x');
 }
 
+/*
+ * W17: the worker's argument is visible in ps; a build info that carries
+ * docker credentials must reach it without them.
+ */
+TEST(worker_argument_has_no_credentials)
+{
+	cJSON *info = cJSON_Parse("{\"projectId\":\"p\",\"buildId\":\"b-1\","
+	    "\"vmSeqId\":\"1\",\"dockerBuildInfo\":{\"secretKey\":\"k3y\","
+	    "\"credential\":{\"user\":\"u\",\"password\":\"pa55\"}}}");
+	char *json = build_info_json(info);
+
+	CHECK(strstr(json, "\"dockerBuildInfo\":null") != NULL);
+	CHECK(strstr(json, "k3y") == NULL && strstr(json, "pa55") == NULL);
+	free(json);
+	cJSON_Delete(info);
+}
+
 int
 main(void)
 {
 	RUN(redact_star_secret_terminates);
 	RUN(log_line_breaks_are_flattened);
 	RUN(md5_header_needs_exactly_32_hex_digits);
+	RUN(worker_argument_has_no_credentials);
 	return t_done();
 }
