@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,9 +83,28 @@ child_reset_signals(void)
 	sigset_t none;
 	int sig;
 
-	for (sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			(void)signal(sig, SIG_DFL);
+	for (sig = 1; sig < NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (signal(sig, SIG_DFL) != SIG_ERR)
+			continue;
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
+		/*
+		 * glibc refuses its reserved real-time signals (32, 33), yet
+		 * an ignored one is inherited across exec like any other and
+		 * breaks thread cancellation in the child: ask the kernel.
+		 */
+		{
+			struct {
+				void (*handler)(int);
+				unsigned long flags;
+				void (*restorer)(void);
+				unsigned long mask;
+			} ksa = { SIG_DFL, 0, NULL, 0 };
+			(void)syscall(SYS_rt_sigaction, sig, &ksa, NULL, sizeof(ksa.mask));
+		}
+#endif
+	}
 	(void)sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }

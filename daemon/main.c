@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "daemon.h"
 #include "fsutil.h"
 #include "lock.h"
@@ -32,33 +33,6 @@
 #ifndef AGENT_BUILD_TIME
 #define AGENT_BUILD_TIME	"unknown"
 #endif
-
-#ifndef NSIG
-#define NSIG 32
-#endif
-
-/*
- * Start from default dispositions and an empty signal mask, whatever the
- * parent left: nohup ignores SIGHUP, a non-interactive shell's "&" ignores
- * SIGINT and SIGQUIT, and ignored signals stay ignored across exec(), so the
- * agent and every build would inherit them.
- */
-static void
-signals_default(void)
-{
-	struct sigaction sa;
-	sigset_t none;
-	int i;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
-	for (i = 1; i < NSIG; i++)
-		if (i != SIGKILL && i != SIGSTOP)
-			(void)sigaction(i, &sa, NULL);	/* EINVAL for reserved ones */
-	sigemptyset(&none);
-	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-}
 
 /* The crash-loop "stable run" threshold: $DEVOPS_DAEMON_STABLE_MS or 10 s. */
 static int64_t
@@ -132,7 +106,13 @@ main(int argc, char **argv)
 		log_warn("CheckProcess(daemon) failed");
 		return 1;
 	}
-	signals_default();
+	/*
+	 * Start from default dispositions and an empty mask, whatever the
+	 * parent left: nohup ignores SIGHUP, a non-interactive shell's "&"
+	 * ignores SIGINT and SIGQUIT, and ignored signals stay ignored across
+	 * exec(), so the agent and every build would inherit them.
+	 */
+	child_reset_signals();
 	stable = stable_ms_get();
 	log_info("devopsDaemon %s (%s) started: pid %ld, workdir %s, stable run %lld ms%s",
 	    AGENT_VERSION, AGENT_GIT_COMMIT, (long)getpid(), workdir,

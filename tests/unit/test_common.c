@@ -4,10 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "base64.h"
+#include "child.h"
 #include "envlist.h"
 #include "fsutil.h"
 #include "lock.h"
@@ -173,6 +176,43 @@ TEST(log_rotates_by_size)
 	free(r1);
 }
 
+/* SigIgn of the calling process, from /proc/self/status. */
+static unsigned long long
+sig_ignored(void)
+{
+	char *buf = NULL, *p;
+	unsigned long long v = ~0ULL;
+
+	if (fs_read_file("/proc/self/status", 1 << 16, &buf, NULL) == 0 &&
+	    (p = strstr(buf, "SigIgn:")) != NULL)
+		v = strtoull(p + 7, NULL, 16);
+	free(buf);
+	return v;
+}
+
+TEST(child_gets_default_signals_even_reserved_ones)
+{
+	int status = -1;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
+		struct { void (*h)(int); unsigned long f; void (*r)(void);
+		    unsigned long m; } ign = { SIG_IGN, 0, NULL, 0 };
+		/* As if inherited: glibc's reserved signal 32 ignored. */
+		(void)syscall(SYS_rt_sigaction, 32, &ign, NULL, sizeof(ign.m));
+#endif
+		signal(SIGHUP, SIG_IGN);
+		signal(SIGPIPE, SIG_IGN);
+		if (sig_ignored() == 0)
+			_exit(2);	/* the setup did not take */
+		child_reset_signals();
+		_exit(sig_ignored() == 0 ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int
 main(void)
 {
@@ -188,6 +228,7 @@ main(void)
 	RUN(lock_excludes_second_holder);
 	RUN(log_masks_secrets);
 	RUN(log_rotates_by_size);
+	RUN(child_gets_default_signals_even_reserved_ones);
 	fs_rm_rf(dir);
 	return t_done();
 }
