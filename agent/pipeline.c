@@ -59,13 +59,24 @@ put_kick(void)
 		timer_set(&put_timer, 0);
 }
 
-/* Queue a status update; updates leave in the order they were queued. */
+/*
+ * Queue a status update; updates leave in the order they were queued. A
+ * final result already waiting for the same task is not queued twice: after
+ * a restart the recovered result and the server serving the still-pending
+ * item again would otherwise both report it.
+ */
 static void
 put_queue(const char *seq_id, const char *status, const char *response,
     int persisted)
 {
-	struct put *p = xcalloc(1, sizeof(*p)), **pp;
+	struct put *p, **pp;
 
+	for (p = outbox; persisted && p != NULL; p = p->next)
+		if (p->persisted && strcmp(p->seq_id, seq_id) == 0) {
+			log_debug("pipeline %s: result already queued", seq_id);
+			return;
+		}
+	p = xcalloc(1, sizeof(*p));
 	p->seq_id = xstrdup(seq_id);
 	p->status = status;
 	p->response = xstrdup(response ? response : "");
