@@ -168,7 +168,7 @@ $(TIDY_RUNS): tidy/%: $(BUILD)/.deps-ok
 
 # Benchmarks print figures; they never fail on a number (machines are noisy).
 bench: all
-	$(PYTHON) bench/agent_figures.py
+	$(PYTHON) bench/build_latency.py
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 	$(PYTHON) bench/collector_figures.py
 

@@ -27,23 +27,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
-
-GOAGENT_RSS_MB = (30, 50)
-
-
-def smaps(pid: int) -> dict:
-    out = {"rss": 0, "pss": 0, "uss": 0}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k == "Rss":
-                out["rss"] = int(v.split()[0])
-            elif k == "Pss":
-                out["pss"] = int(v.split()[0])
-            elif k in ("Private_Clean", "Private_Dirty"):
-                out["uss"] += int(v.split()[0])
-    return out
-
+from benchlib import GOAGENT_RSS_MB, smaps  # noqa: E402
 
 def status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:

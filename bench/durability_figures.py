@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fakeci.layout import layout_install_dir  # noqa: E402
+from fakeci.layout import layout_install_dir, remove_build_cgroups  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
 
 
@@ -98,29 +98,6 @@ def kill_tree(install):
                 pass
 
 
-def remove_cgroups(install):
-    """rmdir the build cgroups (and their parent) the agents of install made."""
-    log = Path(install, "logs", "devopsAgent.log")
-    text = log.read_text(errors="replace") if log.exists() else ""
-    for line in text.splitlines():
-        if "process-tree cleanup: cgroup v2 (" not in line:
-            continue
-        base = Path(line.split("cgroup v2 (", 1)[1].split(",", 1)[0])
-        for _ in range(50):
-            for child in (base.glob("*/") if base.is_dir() else ()):
-                try:
-                    child.rmdir()
-                except OSError:
-                    pass
-            try:
-                base.rmdir()
-            except OSError:
-                pass
-            if not base.exists():
-                break
-            time.sleep(0.1)
-
-
 def fresh(tmp, ci, name):
     install = os.path.join(tmp, name)
     layout_install_dir(Path(install), ci)
@@ -146,7 +123,7 @@ def shutdown_run(tmp, ci, i):
     finally:
         ci.clear_faults()
         kill_tree(install)
-        remove_cgroups(install)
+        remove_build_cgroups(install)
 
 
 def cleanup_run(tmp, ci, i, children, **env):
@@ -162,7 +139,7 @@ def cleanup_run(tmp, ci, i, children, **env):
         agent.kill()
         agent.wait(10)
         kill_tree(install)
-        remove_cgroups(install)
+        remove_build_cgroups(install)
 
 
 def adopt_run(tmp, ci, i):
@@ -187,7 +164,7 @@ def adopt_run(tmp, ci, i):
             second.kill()
             second.wait(10)
         kill_tree(install)
-        remove_cgroups(install)
+        remove_build_cgroups(install)
 
 
 def show(name, values, unit="s"):

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 import stub_agent as sa  # noqa: E402
+from benchlib import percentile  # noqa: E402
 
 
 def wait_holder(inst, old, timeout):
@@ -43,13 +44,6 @@ def wait_holder(inst, old, timeout):
                 return pid, time.perf_counter_ns()
         time.sleep(0.0002)
     return None, None
-
-
-def percentile(values, p):
-    """Nearest-rank percentile of values (0 < p <= 100)."""
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
-    return s[k]
 
 
 def main():

@@ -10,6 +10,7 @@ and an uninstall.sh stub.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def layout_install_dir(root: Path, fakeci: FakeCI, with_binaries: bool = True) -
     uninstall.chmod(0o755)
     write_properties(root, fakeci)
     return root
+
+
+def remove_build_cgroups(install_dir: Path) -> None:
+    """Remove the (now empty) build cgroups the agents of install_dir made.
+
+    Tests that kill the agent on purpose leave builds whose cgroups nobody
+    ends once the install directory is gone. The agent logs its cgroup base.
+    """
+    log = Path(install_dir) / "logs" / "devopsAgent.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for base in set(re.findall(r"process-tree cleanup: cgroup v2 \((/[^,]+),", text)):
+        for child in Path(base).glob("*/") if os.path.isdir(base) else ():
+            if (child / "cgroup.procs").exists():
+                try:
+                    child.rmdir()
+                except OSError:
+                    pass
+        try:
+            os.rmdir(base)
+        except OSError:
+            pass

@@ -32,6 +32,7 @@ from fakeci.server import FakeCI  # noqa: E402
 from fakeci.layout import (AGENT_ID, BIN_DIR, BINARIES, JAVA_STANDIN, PROJECT_ID,  # noqa: E402,F401
                            SECRET_KEY, WORKER_VERSION, layout_install_dir,
                            missing_binaries, properties_for, read_properties,
+                           remove_build_cgroups,
                            write_properties)
 
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "no_proxy"}
@@ -248,27 +249,6 @@ def cleanup_install_dir(install_dir: Path) -> list[int]:
         warnings.warn(f"killed {len(leftovers)} leftover process(es) in {install_dir}: {leftovers}")
     remove_build_cgroups(install_dir)
     return leftovers
-
-
-def remove_build_cgroups(install_dir: Path) -> None:
-    """Remove the (now empty) build cgroups the agents of install_dir made.
-
-    Tests that kill the agent on purpose leave builds whose cgroups nobody
-    ends once the install directory is gone. The agent logs its cgroup base.
-    """
-    log = Path(install_dir) / "logs" / "devopsAgent.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
-    for base in set(re.findall(r"process-tree cleanup: cgroup v2 \((/[^,]+),", text)):
-        for child in Path(base).glob("*/") if os.path.isdir(base) else ():
-            if (child / "cgroup.procs").exists():
-                try:
-                    child.rmdir()
-                except OSError:
-                    pass
-        try:
-            os.rmdir(base)
-        except OSError:
-            pass
 
 
 def assert_no_violations(fakeci: FakeCI) -> None:

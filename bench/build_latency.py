@@ -1,18 +1,16 @@
 #!/usr/bin/python3
-"""Print the agent's memory and build-start figures (bench, not a test).
+"""Print how fast a queued build reaches a running worker (bench, not a test).
 
-Memory: daemon + agent run idle against the fake server with the normal
-periods (heartbeat 10 s, build pull 5 s) and the host-metrics collector as
-configured by default; after --idle seconds the script prints VmRSS, PSS and
-USS (private pages) of each process, and the ratio to GoAgent's 30-50 MB RSS
-(agent-behaviour §10: GoAgent embeds telegraf).
+Daemon + agent run against the fake server with the normal periods (build
+pull every 5 s, as GoAgent). --builds builds are queued one at a time; for
+each, the time from queueing to the worker's first request (the stand-in
+asks for its steps) and the part of it spent inside the agent (from the
+build pull to that request: journal, scripts, fork/exec, login shell, JVM
+stand-in start) are printed as median and p95. The daemon's and the agent's
+memory after the run is printed too (bench/collector_figures.py measures the
+idle agent with and without the collector).
 
-Latency: --builds builds are queued one at a time; for each, the time from
-queueing to the worker's first request (the stand-in asks for its steps) and
-the part of it spent inside the agent (from the server handing the build out
-to that request) are printed, with median and p95.
-
-Usage: bench/agent_figures.py [--idle 25] [--builds 10]
+Usage: bench/build_latency.py [--builds 10]
 """
 
 import argparse
@@ -29,23 +27,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from fakeci.layout import layout_install_dir  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
-
-GOAGENT_RSS_MB = (30, 50)
-
-
-def mem(pid: int) -> dict:
-    out = {"rss": 0, "pss": 0, "uss": 0}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k == "Rss":
-                out["rss"] = int(v.split()[0])
-            elif k == "Pss":
-                out["pss"] = int(v.split()[0])
-            elif k in ("Private_Clean", "Private_Dirty"):
-                out["uss"] += int(v.split()[0])
-    return out
-
+from benchlib import percentile, smaps  # noqa: E402
 
 def read_pid(install: str, name: str) -> int:
     try:
@@ -55,18 +37,12 @@ def read_pid(install: str, name: str) -> int:
         return 0
 
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--idle", type=float, default=25.0, help="idle seconds before sampling")
     ap.add_argument("--builds", type=int, default=10)
     args = ap.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="agent-figures-")
+    tmp = tempfile.mkdtemp(prefix="build-latency-")
     ci = FakeCI().start()
     install = os.path.join(tmp, "agent")
     layout_install_dir(install, ci)
@@ -81,17 +57,6 @@ def main() -> int:
         if not agent:
             print("agent did not start", file=sys.stderr)
             return 1
-        time.sleep(args.idle)
-        print(f"idle after {args.idle:.0f} s (KiB): RSS / PSS / USS")
-        for name, pid in (("devopsAgent", agent), ("devopsDaemon", daemon.pid)):
-            m = mem(pid)
-            print(f"  {name:13s} {m['rss']:6d} / {m['pss']:6d} / {m['uss']:6d}")
-        a = mem(agent)
-        lo, hi = GOAGENT_RSS_MB
-        print(f"agent RSS vs GoAgent's {lo}-{hi} MB: {a['rss'] / 1024 / hi:.2f}-"
-              f"{a['rss'] / 1024 / lo:.2f} of it; agent USS: "
-              f"{a['uss'] / 1024 / hi:.3f}-{a['uss'] / 1024 / lo:.3f}")
-
         total, inside = [], []
         for _ in range(args.builds):
             n = len(ci.finished)
@@ -108,11 +73,15 @@ def main() -> int:
                 if pulls:
                     inside.append(steps[0]["t"] - max(pulls))
         print(f"queued -> worker running over {len(total)} builds (s): "
-              f"median {statistics.median(total):.2f}, p95 {pct(total, 95):.2f} "
+              f"median {statistics.median(total):.2f}, p95 {percentile(total, 95):.2f} "
               f"(the pull loop polls every 5 s, as GoAgent)")
         if inside:
             print(f"claimed -> worker running, inside the agent (ms): median "
-                  f"{statistics.median(inside) * 1000:.0f}, p95 {pct(inside, 95) * 1000:.0f}")
+                  f"{statistics.median(inside) * 1000:.0f}, p95 {percentile(inside, 95) * 1000:.0f}")
+        for name, pid in (("devopsAgent", agent), ("devopsDaemon", daemon.pid)):
+            m = smaps(pid)
+            print(f"{name} after the run (KiB): RSS {m['rss']}, PSS {m['pss']}, "
+                  f"USS {m['uss']}")
     finally:
         os.kill(daemon.pid, signal.SIGTERM)
         daemon.wait(10)

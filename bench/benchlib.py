@@ -1,0 +1,25 @@
+"""Helpers shared by the bench scripts: memory of a process and percentiles."""
+
+GOAGENT_RSS_MB = (30, 50)   # GoAgent with its embedded telegraf (agent-behaviour §10)
+
+
+def smaps(pid: int) -> dict:
+    """RSS, PSS and USS (private pages) of pid in KiB, from /proc/<pid>/smaps_rollup."""
+    out = {"rss": 0, "pss": 0, "uss": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k == "Rss":
+                out["rss"] = int(v.split()[0])
+            elif k == "Pss":
+                out["pss"] = int(v.split()[0])
+            elif k in ("Private_Clean", "Private_Dirty"):
+                out["uss"] += int(v.split()[0])
+    return out
+
+
+def percentile(values, p):
+    """Nearest-rank percentile of values (0 < p <= 100)."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
