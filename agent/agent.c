@@ -164,6 +164,25 @@ agent_maybe_finish(void)
 	ev_stop();
 }
 
+/* Free everything A owns; the process is about to exit. */
+void
+agent_free(void)
+{
+	size_t k;
+
+	free(A.hostname);
+	free(A.ip);
+	free(A.user);
+	free(A.worker_version);
+	for (k = 0; k < nitems(A.jdk_version); k++)
+		free(A.jdk_version[k]);
+	cJSON_Delete(A.envs);
+	free(A.exit_error_enum);
+	free(A.exit_error_msg);
+	config_free(&A.cfg);
+	memset(&A, 0, sizeof(A));
+}
+
 void
 agent_set_mode(enum agent_mode m)
 {

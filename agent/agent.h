@@ -96,6 +96,11 @@ void agent_check_io_error(int err, const char *what);
  * stays for the build user's group when builds run as another user).
  */
 void agent_save_config(void);
+/**
+ * Free what A owns (host facts, envs, exit error, the config) at exit, so
+ * that LeakSanitizer and valgrind see a clean process. A is zeroed.
+ */
+void agent_free(void);
 /** Enter a mode (drain, uninstall, stop) and act on it. */
 void agent_set_mode(enum agent_mode m);
 /** Called when the last build is gone: finishes drain/uninstall. */

@@ -16,6 +16,7 @@
 static struct timer startup_timer, heartbeat_timer;
 static int64_t startup_backoff;
 static int heartbeat_busy;
+static int heartbeat_reported;	/* the heartbeat in flight carries errorExitData */
 
 static void startup_send(void *arg);
 
@@ -235,9 +236,9 @@ heartbeat_done(struct http_result *r, void *arg)
 	struct envelope env;
 	struct hb_response hb;
 	char err[160];
-	int reported_error = *(int *)arg;
+	int reported_error = heartbeat_reported;
 
-	free(arg);
+	(void)arg;
 	heartbeat_busy = 0;
 	timer_set(&heartbeat_timer, agent_period(P_HEARTBEAT));
 	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
@@ -282,7 +283,6 @@ static void
 heartbeat_send(void *arg)
 {
 	static int first = 1;
-	int *reported;
 	char *body;
 
 	(void)arg;
@@ -291,10 +291,10 @@ heartbeat_send(void *arg)
 	host_jdk_sync(first);
 	first = 0;
 	body = heartbeat_body();
-	reported = xmalloc(sizeof(*reported));
-	*reported = A.exit_error_enum != NULL;
-	if (http_json("POST", EP_HEARTBEAT, body, heartbeat_done, reported) == -1) {
-		free(reported);
+	/* At most one heartbeat is in flight (heartbeat_busy): no heap arg,
+	 * which a shutdown with the request pending would leak. */
+	heartbeat_reported = A.exit_error_enum != NULL;
+	if (http_json("POST", EP_HEARTBEAT, body, heartbeat_done, NULL) == -1) {
 		timer_set(&heartbeat_timer, agent_period(P_HEARTBEAT));
 	} else {
 		heartbeat_busy = 1;
