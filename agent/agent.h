@@ -198,5 +198,17 @@ void metrics_start(void);
  * after handing runtime/total-lock.lock to tmp/upgrader (docs/upgrader.md).
  */
 void upgrade_start(void);
+/**
+ * Decode the upgrade check answer (protocol §7.4: an AgentResult whose data
+ * is an UpgradeItem; bk-ci BuildAgentThirdPartyAgentUpgradeResource
+ * upgradeNew). body: len bytes. Fills want[4] (agent, worker, jdk,
+ * dockerInitFile: 0 or 1). Returns 1 when anything is asked; 0 when nothing
+ * is, or status != 0 (err then says so, else err is untouched), or
+ * agentStatus is DELETE, or data is absent or not an object; -1 when the
+ * body is not an envelope or an item is not a bool (err says why). want is
+ * all 0 unless 1 is returned. No side effects (fuzz/fuzz_upgrade.c).
+ */
+int upgrade_answer_parse(const char *body, size_t len, int want[4], char *err,
+    size_t errlen);
 
 #endif

@@ -317,38 +317,18 @@ fetch_plan(void)
 static void
 check_done(struct http_result *r, void *arg)
 {
-	struct envelope env;
-	char err[160];
-	int i, any = 0;
+	char err[300];
+	int rc;
 
 	(void)arg;
-	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
+	err[0] = '\0';
+	rc = r->ok ? upgrade_answer_parse(r->body, r->len, U.want, err,
+	    sizeof(err)) : -1;
+	if (rc == -1)
 		log_warnx("upgrade check failed: %s", r->ok ? err : r->error);
-		attempt_end();
-		return;
-	}
-	if (env.status != 0 || (env.agent_status != NULL &&
-	    strcmp(env.agent_status, "DELETE") == 0) ||
-	    env.data == NULL || !cJSON_IsObject(env.data)) {
-		if (env.status != 0)
-			log_warnx("upgrade check: status %lld: %s", env.status,
-			    env.message ? env.message : "");
-		envelope_free(&env);
-		attempt_end();
-		return;
-	}
-	for (i = 0; i < IT_MAX; i++)
-		if (json_get_bool(env.data, item_names[i], &U.want[i]) == -1) {
-			log_warnx("upgrade check: '%s' is not a bool; ignored",
-			    item_names[i]);
-			envelope_free(&env);
-			attempt_end();
-			return;
-		}
-	envelope_free(&env);
-	for (i = 0; i < IT_MAX; i++)
-		any |= U.want[i];
-	if (!any) {
+	else if (rc == 0 && err[0] != '\0')
+		log_warnx("upgrade check: %s", err);
+	if (rc != 1) {
 		attempt_end();
 		return;
 	}
@@ -362,6 +342,41 @@ check_done(struct http_result *r, void *arg)
 	}
 	fetch_plan();
 	fetch_next();
+}
+
+/* Decode the upgradeNew answer without side effects (agent.h). */
+int
+upgrade_answer_parse(const char *body, size_t len, int want[4], char *err,
+    size_t errlen)
+{
+	struct envelope env;
+	int i, any = 0;
+
+	memset(want, 0, IT_MAX * sizeof(*want));
+	if (envelope_parse(body, len, &env, err, errlen) == -1)
+		return -1;
+	if (env.status != 0) {
+		snprintf(err, errlen, "status %lld: %s", env.status,
+		    env.message ? env.message : "(no message)");
+		envelope_free(&env);
+		return 0;
+	}
+	if ((env.agent_status != NULL && strcmp(env.agent_status, "DELETE") == 0) ||
+	    env.data == NULL || !cJSON_IsObject(env.data)) {
+		envelope_free(&env);
+		return 0;
+	}
+	for (i = 0; i < IT_MAX; i++)
+		if (json_get_bool(env.data, item_names[i], &want[i]) == -1) {
+			snprintf(err, errlen, "'%s' is not a bool", item_names[i]);
+			memset(want, 0, IT_MAX * sizeof(*want));
+			envelope_free(&env);
+			return -1;
+		}
+	envelope_free(&env);
+	for (i = 0; i < IT_MAX; i++)
+		any |= want[i];
+	return any != 0;
 }
 
 /* Loop tick: gates, then POST upgradeNew. */
