@@ -387,7 +387,8 @@ error_file_read(const struct build *b)
 {
 	char *buf = NULL;
 
-	if (fs_read_file(b->error_file, ERROR_FILE_MAX, &buf, NULL) == -1)
+	/* The build user can replace it: no symlink, FIFO or device. */
+	if (fs_read_regular(b->error_file, ERROR_FILE_MAX, &buf, NULL) == -1)
 		return xstrdup("");
 	str_trim(buf);
 	return buf;
@@ -759,7 +760,9 @@ write_build_file(const char *path, const char *text, mode_t mode,
 {
 	if (fs_write_atomic(path, text, strlen(text), mode) == -1)
 		return -1;
-	if (o->switch_user && chown(path, o->uid, o->gid) == -1)
+	/* lchown: build_tmp is world-writable; a symlink swapped in after the
+	 * rename must not hand its target to the build user. */
+	if (o->switch_user && lchown(path, o->uid, o->gid) == -1)
 		return -1;
 	return 0;
 }

@@ -1199,7 +1199,8 @@ task_file(const char *path, const char *text, mode_t mode, const struct spawn_op
 {
 	if (fs_write_atomic(path, text, strlen(text), mode) == -1)
 		return -1;
-	if (o->switch_user && chown(path, o->uid, o->gid) == -1)
+	/* lchown: the task dir is the user's; never follow a swapped-in link. */
+	if (o->switch_user && lchown(path, o->uid, o->gid) == -1)
 		return -1;
 	return 0;
 }
@@ -1248,7 +1249,7 @@ dir_make_inside(const struct executor *e, const char *rel, const struct spawn_op
 		return -1;
 	}
 	snprintf(out, outlen, "%s", again);
-	if (o->switch_user && chown(out, o->uid, o->gid) == -1) {
+	if (o->switch_user && lchown(out, o->uid, o->gid) == -1) {
 		snprintf(err, errlen, "chown %s: %s", out, strerror(errno));
 		return -2;
 	}

@@ -1,7 +1,7 @@
 /* fsutil.c - atomic writes, bounded reads, recursive mkdir/rm, exe dir. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <dirent.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +16,9 @@
 
 #include "fsutil.h"
 #include "util.h"
+
+/* Deepest directory level fs_rm_rf descends to (one fd per level). */
+#define FS_RM_DEPTH_MAX	256
 
 int
 fs_write_all(int fd, const void *buf, size_t len)
@@ -97,16 +100,14 @@ fail:
 	return -1;
 }
 
-int
-fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
+/* Read all of fd (at most max_bytes) into a new NUL-terminated buffer. */
+static int
+read_fd(int fd, size_t max_bytes, char **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t cap = 4096, n = 0;
 	char *buf;
 	int saved;
 
-	if (fd == -1)
-		return -1;
 	buf = xmalloc(cap + 1);
 	for (;;) {
 		ssize_t r;
@@ -132,7 +133,6 @@ fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
 		errno = EFBIG;
 		goto fail;
 	}
-	close(fd);
 	buf[n] = '\0';
 	*out = buf;
 	if (len != NULL)
@@ -140,10 +140,47 @@ fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
 	return 0;
 fail:
 	saved = errno;
-	close(fd);
 	free(buf);
 	errno = saved;
 	return -1;
+}
+
+int
+fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc, saved;
+
+	if (fd == -1)
+		return -1;
+	rc = read_fd(fd, max_bytes, out, len);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+int
+fs_read_regular(const char *path, size_t max_bytes, char **out, size_t *len)
+{
+	/* O_NONBLOCK: opening a FIFO planted there must not hang the loop. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
+	int rc, saved;
+
+	if (fd == -1)
+		return -1;
+	if (fstat(fd, &st) == -1) {
+		rc = -1;
+	} else if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		rc = -1;
+	} else {
+		rc = read_fd(fd, max_bytes, out, len);
+	}
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
 }
 
 int
@@ -173,26 +210,68 @@ fs_mkdir_p(const char *path, mode_t mode)
 	return rc;
 }
 
+/*
+ * Empty the directory open as dfd (taken over, closed here), descending
+ * through file descriptors: every sub-directory is opened relative to its
+ * parent with O_NOFOLLOW, so a symlink swapped in by another user between
+ * two steps is removed as a link and never entered (a path-based walk run
+ * as root in a user-writable tree could be steered into /). Returns 0, or
+ * -1 with errno of the first failure; the walk goes on after a failure.
+ */
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+rm_tree_at(int dfd, int depth)
 {
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		return rmdir(path) == -1 && errno != ENOENT ? -1 : 0;
-	return unlink(path) == -1 && errno != ENOENT ? -1 : 0;
+	DIR *d = fdopendir(dfd);
+	struct dirent *e;
+	int rc = 0, err = 0;
+
+	if (d == NULL) {
+		err = errno;
+		close(dfd);
+		errno = err;
+		return -1;
+	}
+	while ((e = readdir(d)) != NULL) {
+		int cfd;
+
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		cfd = depth < FS_RM_DEPTH_MAX ? openat(dirfd(d), e->d_name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+		if (cfd != -1) {
+			if (rm_tree_at(cfd, depth + 1) == -1 && err == 0)
+				err = errno;
+			if (unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) == -1 &&
+			    errno != ENOENT && err == 0)
+				err = errno;
+		} else if (unlinkat(dirfd(d), e->d_name, 0) == -1 &&
+		    errno != ENOENT && err == 0) {
+			err = errno;
+		}
+	}
+	closedir(d);
+	if (err != 0) {
+		errno = err;
+		rc = -1;
+	}
+	return rc;
 }
 
 int
 fs_rm_rf(const char *path)
 {
 	struct stat st;
+	int fd;
 
 	if (lstat(path, &st) == -1)
 		return errno == ENOENT ? 0 : -1;
 	if (!S_ISDIR(st.st_mode))
 		return unlink(path);
-	return nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return errno == ELOOP || errno == ENOTDIR ? unlink(path) : -1;
+	if (rm_tree_at(fd, 1) == -1)
+		return -1;
+	return rmdir(path) == -1 && errno != ENOENT ? -1 : 0;
 }
 
 int

@@ -31,10 +31,24 @@ int fs_write_all(int fd, const void *buf, size_t len);
  */
 int fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
 
+/**
+ * fs_read_file for a file in a directory other users can write (build_tmp,
+ * task dirs): fails with ELOOP when path is a symlink and EINVAL when it is
+ * not a regular file (a FIFO would block, a device never end), so a build
+ * user cannot make the agent read, and pass on, a file only root can read.
+ */
+int fs_read_regular(const char *path, size_t max_bytes, char **out, size_t *len);
+
 /** mkdir -p with mode for each created directory (umask applies). */
 int fs_mkdir_p(const char *path, mode_t mode);
 
-/** Recursively remove path (file or directory tree; links not followed). */
+/**
+ * Recursively remove path (file or directory tree). Links are never
+ * followed, also not when another user swaps a directory for a symlink
+ * during the walk (it goes through directory fds, openat + O_NOFOLLOW).
+ * At most 256 levels deep (deeper levels are left, and -1 is returned).
+ * Returns 0 (also when path does not exist), or -1 with errno.
+ */
 int fs_rm_rf(const char *path);
 
 /**

@@ -3,8 +3,10 @@
  * work (issue #7): static analysis, sanitizers and fuzzing. Each test names
  * the finding it pins down.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "build.h"
@@ -12,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "t.h"
+#include "util.h"
 
 /*
  * Found in review of a clang-tidy finding in log_redact: a secret made of
@@ -110,6 +113,48 @@ TEST(worker_argument_has_no_credentials)
 	cJSON_Delete(info);
 }
 
+/*
+ * Review of files the agent (often root) touches in directories a build
+ * user can write: a symlink or FIFO planted as the worker's error file
+ * must not be read (it would leak a root-only file to the server, or hang
+ * the loop), and a recursive removal must never follow a link outside.
+ */
+TEST(untrusted_dirs_links_and_fifos)
+{
+	char dir[] = "/tmp/unit-hardening-XXXXXX";
+	char *secret, *link, *fifo, *tree, *outside, *buf = NULL;
+
+	CHECK(mkdtemp(dir) != NULL);
+	secret = xasprintf("%s/secret", dir);
+	link = xasprintf("%s/link", dir);
+	fifo = xasprintf("%s/fifo", dir);
+	tree = xasprintf("%s/tree", dir);
+	outside = xasprintf("%s/outside", dir);
+	CHECK(fs_write_atomic(secret, "root only", 9, 0600) == 0);
+	CHECK(symlink(secret, link) == 0);
+	CHECK(mkfifo(fifo, 0600) == 0);
+	CHECK(fs_read_regular(link, 1024, &buf, NULL) == -1 && errno == ELOOP);
+	CHECK(fs_read_regular(fifo, 1024, &buf, NULL) == -1 && errno == EINVAL);
+	CHECK(fs_read_regular(secret, 1024, &buf, NULL) == 0);
+	CHECK_STR(buf, "root only");
+	free(buf);
+
+	/* tree/a/b/x, tree/a/out -> outside (with a file in it) */
+	char *ab = xasprintf("%s/a/b", tree), *x = xasprintf("%s/a/b/x", tree);
+	char *keep = xasprintf("%s/keep", outside), *out = xasprintf("%s/a/out", tree);
+	CHECK(fs_mkdir_p(ab, 0755) == 0 && fs_mkdir_p(outside, 0755) == 0);
+	CHECK(fs_write_atomic(x, "x", 1, 0644) == 0);
+	CHECK(fs_write_atomic(keep, "k", 1, 0644) == 0);
+	CHECK(symlink(outside, out) == 0);
+	CHECK(fs_rm_rf(tree) == 0);
+	CHECK(!fs_exists(tree));
+	CHECK(fs_is_file(keep));
+	CHECK(fs_rm_rf(tree) == 0);		/* gone already: still 0 */
+	CHECK(fs_rm_rf(dir) == 0 && !fs_exists(dir));
+	free(ab); free(x); free(keep); free(out);
+	free(secret); free(link); free(fifo); free(tree); free(outside);
+}
+
 int
 main(void)
 {
@@ -117,5 +162,6 @@ main(void)
 	RUN(log_line_breaks_are_flattened);
 	RUN(md5_header_needs_exactly_32_hex_digits);
 	RUN(worker_argument_has_no_credentials);
+	RUN(untrusted_dirs_links_and_fifos);
 	return t_done();
 }
