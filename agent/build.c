@@ -388,7 +388,7 @@ error_file_read(const struct build *b)
 	char *buf = NULL;
 
 	/* The build user can replace it: no symlink, FIFO or device. */
-	if (fs_read_regular(b->error_file, ERROR_FILE_MAX, &buf, NULL) == -1)
+	if (fs_read_regular(b->error_file, (size_t)ERROR_FILE_MAX, &buf, NULL) == -1)
 		return xstrdup("");
 	str_trim(buf);
 	return buf;
@@ -811,7 +811,7 @@ build_launch(struct build *b)
 		build_finish(b, 0, err, ERR_MAKE_TMP_DIR);
 		return;
 	}
-	if (A.cfg.detect_shell && !str_blank(sh_env))
+	if (A.cfg.detect_shell && sh_env != NULL && !str_blank(sh_env))
 		shell = sh_env;
 	java = agent_java_path();
 	info = build_info_json(b->info);

@@ -175,8 +175,10 @@ quote_val(const char *v, char *buf, size_t size)
 			n += 3;
 			break;
 		}
-		buf[n++] = ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) ?
-		    '?' : v[i];
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+			buf[n++] = '?';
+		else
+			buf[n++] = v[i];
 	}
 	buf[n] = '\0';
 }
@@ -654,7 +656,7 @@ doc_parse(char *text, size_t len, const char *name, int quiet,
 
 	d->text = text;
 	d->len = len;
-	if (len > CONFIG_MAX_BYTES) {
+	if (len > (size_t)CONFIG_MAX_BYTES) {
 		errno = EFBIG;
 		seterr(err, errlen, "larger than %d bytes", CONFIG_MAX_BYTES);
 		goto fail;
@@ -745,7 +747,7 @@ config_load(struct config *c, const char *path, const char *workdir,
 	memset(c, 0, sizeof(*c));
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	if (fs_read_file(path, CONFIG_MAX_BYTES, &text, &len) == -1) {
+	if (fs_read_file(path, (size_t)CONFIG_MAX_BYTES, &text, &len) == -1) {
 		if (errno == EFBIG)
 			seterr(err, errlen, "%s: larger than %d bytes", path,
 			    CONFIG_MAX_BYTES);

@@ -239,7 +239,10 @@ http_md5_header_parse(const char *line, size_t len, char out[MD5_HEX_LEN])
 	 */
 	out[0] = '!';
 	for (i = 0; i < 31 && i < j && i < 32; i++)
-		out[i + 1] = (val[i] >= 0x20 && val[i] < 0x7f) ? val[i] : '?';
+		if (val[i] >= 0x20 && val[i] < 0x7f)
+			out[i + 1] = val[i];
+		else
+			out[i + 1] = '?';
 	out[i + 1] = '\0';
 	return 1;
 }

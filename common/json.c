@@ -225,7 +225,7 @@ envelope_data_str(const char *body, size_t len, char **out, char *err,
 		envelope_free(&env);
 		return -1;
 	}
-	if (cJSON_IsString(env.data))
+	if (env.data != NULL && cJSON_IsString(env.data))
 		*out = xstrdup(env.data->valuestring);
 	envelope_free(&env);
 	return 0;
