@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -166,4 +167,18 @@ proc_group_members(pid_t pgid, pid_t sid, unsigned long long since,
 	}
 	closedir(d);
 	return n;
+}
+
+int
+proc_exe_same_file(pid_t pid, const char *path)
+{
+	char link[64];
+	struct stat a, b;
+
+	if (!proc_alive(pid))
+		return 0;
+	snprintf(link, sizeof(link), "/proc/%ld/exe", (long)pid);
+	if (stat(link, &a) == -1 || stat(path, &b) == -1)
+		return 0;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }

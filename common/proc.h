@@ -28,6 +28,14 @@ int proc_same(pid_t pid, unsigned long long start_time);
  */
 int proc_exe_is(pid_t pid, const char *path);
 
+/**
+ * 1 when pid is alive and executes the very file now at path (same device
+ * and inode, through /proc/<pid>/exe), else 0. Unlike proc_exe_is it tells
+ * a process that re-executed a swapped binary from one still running the
+ * old file that was renamed away.
+ */
+int proc_exe_same_file(pid_t pid, const char *path);
+
 /** 1 when pid exists and is not a zombie, else 0. */
 int proc_alive(pid_t pid);
 

@@ -263,6 +263,27 @@ super_watch_done(struct super *s)
 	s->state = SUPER_START;
 }
 
+/*
+ * SIGUSR2, sent by the upgrader after it swapped devopsDaemon: become the
+ * new binary in place. The pid stays, so a service manager (systemd,
+ * launchd) keeps supervising the daemon across an upgrade; every fd is
+ * close-on-exec, so the locks and the lock-watch pipe go with the old
+ * image, and the new one re-adopts the running agent through
+ * runtime/agent.lock. When exec fails, this daemon simply goes on.
+ */
+static void
+super_reexec(struct super *s)
+{
+	char *path = xasprintf("%s/%s", s->workdir, DAEMON_BIN);
+	char *argv[] = { path, s->argv[1], NULL };
+
+	log_info("SIGUSR2: re-executing %s in place (pid %ld)", path,
+	    (long)getpid());
+	execv(path, argv);
+	log_warn("SIGUSR2: cannot re-execute %s; this daemon goes on", path);
+	free(path);
+}
+
 /* Handle one signal taken from the self-pipe. */
 static void
 super_signal(struct super *s, int signo)
@@ -279,6 +300,9 @@ super_signal(struct super *s, int signo)
 		else
 			log_info("%s: the daemon exits", strsignal(signo));
 		s->exit_code = 0;
+		break;
+	case SIGUSR2:
+		super_reexec(s);
 		break;
 	case SIGHUP:
 		if (log_reopen() == -1)
@@ -309,7 +333,7 @@ super_timeout(const struct super *s)
 int
 super_run(const char *workdir, int debug, int64_t stable_ms)
 {
-	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, 0 };
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR2, 0 };
 	struct super s;
 	struct pollfd pfd[2];
 	int signo, n;

@@ -118,6 +118,45 @@ instance_stop(const struct instance *in, int *stopped)
 	return -1;
 }
 
+/* The verified pid of the running daemon (before the swap). */
+pid_t
+daemon_pid(unsigned long long *start)
+{
+	pid_t pid = instance_running(&INST_DAEMON) == 1 ? verified_pid(&INST_DAEMON) : -1;
+
+	*start = pid > 0 ? proc_start_time(pid) : 0;
+	return *start != 0 ? pid : -1;
+}
+
+/* SIGUSR2: the daemon execs the file now at DAEMON_BIN; wait until it does. */
+int
+daemon_reexec(pid_t pid, unsigned long long start, int timeout_ms)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+
+	/*
+	 * No probe of runtime/daemon.lock here: the new image takes it right
+	 * after exec, and a probe at that instant would make it exit (W14).
+	 */
+	if (!proc_same(pid, start) || kill(pid, SIGUSR2) == -1) {
+		log_warnx("the daemon (pid %ld) is gone; cannot re-execute it",
+		    (long)pid);
+		return -1;
+	}
+	log_info("asked the daemon (pid %ld) to re-execute %s in place",
+	    (long)pid, DAEMON_BIN);
+	while (!proc_exe_same_file(pid, DAEMON_BIN)) {
+		if (!proc_same(pid, start) || mono_ms() >= deadline) {
+			log_error("the daemon (pid %ld) did not re-execute %s",
+			    (long)pid, DAEMON_BIN);
+			return -1;
+		}
+		msleep(POLL_MS);
+	}
+	log_info("the daemon (pid %ld) now runs the new %s", (long)pid, DAEMON_BIN);
+	return 0;
+}
+
 /* Start the daemon detached; it waits for total-lock in CheckProcess. */
 int
 daemon_start(const char *workdir)

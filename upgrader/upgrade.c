@@ -183,25 +183,31 @@ total_release(int *fd)
 }
 
 /*
- * Undo the swap: holding total-lock again, stop whatever the new binaries
- * started, put the .bak files back and make sure a daemon runs; the daemon
- * then starts the old agent once the caller releases total-lock.
+ * Undo the swap: holding total-lock again, stop the new agent, put the .bak
+ * files back and make sure a daemon runs; the daemon then starts the old
+ * agent once the caller releases total-lock. A daemon that was re-executed
+ * in place (dpid) is re-executed again into the restored binary, so it
+ * stays under its service manager; otherwise it is stopped and started.
  */
 static void
-rollback(const char *workdir, struct swap *sw, size_t n, int *total)
+rollback(const char *workdir, struct swap *sw, size_t n, int *total,
+    pid_t dpid, unsigned long long dstart)
 {
-	int daemon_stopped = 0;
+	int daemon_stopped = 0, daemon_swapped = sw[1].swapped;
 	size_t i;
 
 	log_warnx("rolling back to the previous binaries");
 	if (*total < 0 && (*total = lock_wait(TOTAL_LOCK, RELOCK_MS)) == -1)
 		log_warn("cannot retake %s; rolling back without it", TOTAL_LOCK);
-	if (sw[1].swapped && instance_stop(&INST_DAEMON, &daemon_stopped) == -1)
+	if (daemon_swapped && dpid == -1 &&
+	    instance_stop(&INST_DAEMON, &daemon_stopped) == -1)
 		log_error("the new daemon does not stop; restoring anyway");
 	if (instance_stop(&INST_AGENT, NULL) == -1)
 		log_error("the new agent does not stop; restoring anyway");
 	for (i = 0; i < n; i++)
 		(void)swap_back(&sw[i]);
+	if (daemon_swapped && dpid != -1 && daemon_reexec(dpid, dstart, REEXEC_MS) == 0)
+		return;
 	if (instance_running(&INST_DAEMON) != 1)
 		(void)daemon_start(workdir);
 }
@@ -228,8 +234,8 @@ upgrade_run(const char *workdir, int total_fd)
 	};
 	int total = total_fd, health = env_sec(HEALTH_ENV, HEALTH_SEC);
 	int start_sec = env_sec(START_ENV, START_SEC), daemon_stopped = 0;
-	unsigned long long old_start = 0, start = 0;
-	pid_t old_pid, pid;
+	unsigned long long old_start = 0, start = 0, dstart = 0;
+	pid_t old_pid, pid, dpid = -1;
 	long p;
 
 	sw[0].changed = differs(AGENT_NEW, AGENT_BIN);
@@ -247,8 +253,16 @@ upgrade_run(const char *workdir, int total_fd)
 	old_pid = p > 0 ? (pid_t)p : -1;
 	old_start = old_pid > 0 ? proc_start_time(old_pid) : 0;
 
-	/* 2. Stop: the daemon first, so it cannot restart the agent later. */
-	if ((sw[1].changed && instance_stop(&INST_DAEMON, &daemon_stopped) == -1) ||
+	/*
+	 * 2. Stop the agent. A changed daemon that runs is kept, to be
+	 * re-executed in place after the swap (its service manager keeps it);
+	 * it cannot restart the agent meanwhile: we hold total-lock. One that
+	 * cannot be verified is stopped, the way GoAgent replaces it.
+	 */
+	if (sw[1].changed)
+		dpid = daemon_pid(&dstart);
+	if ((sw[1].changed && dpid == -1 &&
+	    instance_stop(&INST_DAEMON, &daemon_stopped) == -1) ||
 	    instance_stop(&INST_AGENT, NULL) == -1) {
 		if (instance_running(&INST_DAEMON) != 1)
 			(void)daemon_start(workdir);
@@ -258,14 +272,19 @@ upgrade_run(const char *workdir, int total_fd)
 	/* 3. Swap by rename, keeping .bak. */
 	if ((sw[1].changed && swap_in(&sw[1]) == -1) ||
 	    (sw[0].changed && swap_in(&sw[0]) == -1)) {
-		rollback(workdir, sw, 2, &total);
+		rollback(workdir, sw, 2, &total, dpid, dstart);
 		return fail(workdir, &total);
 	}
 
-	/* 4. A daemon must run to start the new agent. */
-	if ((daemon_stopped || instance_running(&INST_DAEMON) != 1) &&
+	/* 4. A daemon must run to start the new agent: the re-executed one
+	 * (no lock probe: it is taking daemon.lock now), or a started one. */
+	if (dpid != -1 && daemon_reexec(dpid, dstart, REEXEC_MS) == -1) {
+		rollback(workdir, sw, 2, &total, dpid, dstart);
+		return fail(workdir, &total);
+	}
+	if (dpid == -1 && (daemon_stopped || instance_running(&INST_DAEMON) != 1) &&
 	    daemon_start(workdir) == -1) {
-		rollback(workdir, sw, 2, &total);
+		rollback(workdir, sw, 2, &total, dpid, dstart);
 		return fail(workdir, &total);
 	}
 	total_release(&total);
@@ -289,7 +308,7 @@ upgrade_run(const char *workdir, int total_fd)
 	}
 
 	/* 6. Roll back, report, then see the old agent come back (log only). */
-	rollback(workdir, sw, 2, &total);
+	rollback(workdir, sw, 2, &total, dpid, dstart);
 	(void)fail(workdir, &total);
 	pid = agent_wait_up(-1, 0, start_sec * 1000, &start);
 	if (pid == -1)

@@ -31,6 +31,7 @@
 #define DAEMON_GRACE_MS	10000
 #define KILL_WAIT_MS	5000
 #define RELOCK_MS	30000	/* rollback: wait this long for total-lock */
+#define REEXEC_MS	10000	/* a SIGUSR2'd daemon must run the new file by then */
 
 /* An instance of one of our binaries, named as in runtime/<name>.lock. */
 struct instance {
@@ -80,6 +81,23 @@ int instance_running(const struct instance *in);
  * survived SIGKILL). The caller holds total-lock, so nothing restarts it.
  */
 int instance_stop(const struct instance *in, int *stopped);
+
+/**
+ * The running daemon, verified (W3: runtime/daemon.pid alive and running
+ * WORKDIR/devopsDaemon); call before the swap renames that file. Returns
+ * its pid and start time (*start), or -1 when no verified daemon runs.
+ */
+pid_t daemon_pid(unsigned long long *start);
+
+/**
+ * Make the daemon (pid, started at start, verified before the swap)
+ * re-execute WORKDIR/devopsDaemon in place with SIGUSR2, so that a service
+ * manager keeps supervising it (docs/devopsDaemon.md). Waits up to
+ * timeout_ms until that process runs the file now at WORKDIR/devopsDaemon.
+ * It then waits for total-lock in its CheckProcess like a new daemon.
+ * Returns 0, or -1 (logged) when it did not happen.
+ */
+int daemon_reexec(pid_t pid, unsigned long long start, int timeout_ms);
 
 /**
  * Start WORKDIR/devopsDaemon detached (own session, stdio on /dev/null,

@@ -178,14 +178,18 @@ def test_agent_and_daemon_upgrade(fakeci, install_dir, new_binaries):
     for name in old:
         assert md5(install_dir / name) == hashlib.md5(new_binaries[name]).hexdigest()
         assert md5(install_dir / (name + ".bak")) == old[name]
-    # The old daemon was stopped (SIGTERM after its pid was verified) and a
-    # new one runs, with the new agent under it.
-    assert daemon.wait(20) == 0
-    new_daemon = int((install_dir / "runtime/daemon.pid").read_text())
-    assert new_daemon != daemon.pid
-    assert os.readlink(f"/proc/{new_daemon}/exe") == str(install_dir / "devopsDaemon")
+    # The daemon re-executed the new binary in place (SIGUSR2): same pid, so a
+    # service manager (systemd, launchd) keeps supervising it; the new agent
+    # runs under it.
+    assert daemon.running
+    assert int((install_dir / "runtime/daemon.pid").read_text()) == daemon.pid
+    assert os.readlink(f"/proc/{daemon.pid}/exe") == str(install_dir / "devopsDaemon")
+    assert os.stat(f"/proc/{daemon.pid}/exe").st_ino == \
+        os.stat(install_dir / "devopsDaemon").st_ino
     assert wait_until(lambda: running_agent(install_dir), timeout=20)
-    assert "stopping the daemon" in upgrader_log(install_dir)
+    assert "now runs the new devopsDaemon" in upgrader_log(install_dir)
+    assert "SIGUSR2: re-executing" in daemon.read_log()
+    assert "stopping the daemon" not in upgrader_log(install_dir)
     n = len(fakeci.requests("upgradeNew"))
     assert wait_until(lambda: len(fakeci.requests("upgradeNew")) >= n + 2, timeout=30)
     assert finishes(fakeci) == [True]
@@ -254,6 +258,29 @@ def test_crashing_new_agent_is_rolled_back(fakeci, install_dir):
     assert finishes(fakeci) == [False]
     log = upgrader_log(install_dir)
     assert "rolling back" in log and "restored devopsAgent" in log
+    assert_no_violations(fakeci)
+    kill_leftovers(install_dir)
+
+
+def test_rollback_reexecutes_the_daemon_back(fakeci, install_dir, new_binaries):
+    """Agent and daemon change, the new agent crashes: the daemon (same pid,
+    so still under its service manager) ends up running the old binary."""
+    old = {name: md5(install_dir / name) for name in ("devopsAgent", "devopsDaemon")}
+    serve_binaries(fakeci, install_dir, agent=CRASHING_AGENT)
+    fakeci.add_file("upgrade/devopsDaemon" + suffix(), new_binaries["devopsDaemon"])
+    fakeci.set_upgrade(agent=True)
+    daemon = Daemon(install_dir, env_extra=UPGRADE_ENV).start()
+
+    first = wait_finish(fakeci, Agent(install_dir), timeout=90)
+    fakeci.set_upgrade()
+    assert first["success"] is False, upgrader_log(install_dir)
+    assert {name: md5(install_dir / name) for name in old} == old
+    assert daemon.running
+    assert wait_until(lambda: os.stat(f"/proc/{daemon.pid}/exe").st_ino ==
+                      os.stat(install_dir / "devopsDaemon").st_ino, timeout=10)
+    assert daemon.read_log().count("SIGUSR2: re-executing") == 2
+    assert wait_until(lambda: running_agent(install_dir), timeout=90), upgrader_log(install_dir)
+    assert finishes(fakeci) == [False]
     assert_no_violations(fakeci)
     kill_leftovers(install_dir)
 
