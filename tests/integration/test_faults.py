@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BIN_DIR, SECRET_KEY, Agent, assert_no_violations, wait_until,
-                      write_properties)
+from conftest import (BIN_DIR, SECRET_KEY, Agent, assert_no_violations, processes_in,
+                      wait_until, write_properties)
 
 HERE = Path(__file__).resolve().parent
 PROPS = ".agent.properties"
@@ -302,4 +302,6 @@ def test_delete_while_builds_run(install_dir, fakeci):
                                    if isinstance(p.get("data"), dict)]
     assert "uninstaller started" in agent.read_log()
     assert wait_until(lambda: (install_dir / "uninstall.ran").exists(), 30)
+    # The detached uninstaller ends by itself, and nothing else is left.
+    assert wait_until(lambda: not processes_in(install_dir), 30), processes_in(install_dir)
     assert_no_violations(fakeci)
