@@ -15,6 +15,7 @@
 
 struct agent A;
 
+/* Length of a named loop period, shortened in test mode. */
 int64_t
 agent_period(enum period p)
 {
@@ -34,6 +35,7 @@ agent_period(enum period p)
 	return A.fast ? fast[p] : normal[p];
 }
 
+/* The java binary of the configured JDK. */
 char *
 agent_java_path(void)
 {
@@ -44,6 +46,7 @@ agent_java_path(void)
 #endif
 }
 
+/* Record the fatal condition the next heartbeat reports. */
 void
 agent_set_exit_error(const char *enum_name, const char *msg)
 {
@@ -54,6 +57,7 @@ agent_set_exit_error(const char *enum_name, const char *msg)
 	A.exit_error_msg = xstrdup(msg);
 }
 
+/* Turn ENOSPC/EACCES into an exit error. */
 void
 agent_check_io_error(int err, const char *what)
 {
@@ -108,6 +112,7 @@ config_protect(void)
 		    (unsigned int)mode, (unsigned int)want);
 }
 
+/* Write .agent.properties back and keep it private. */
 void
 agent_save_config(void)
 {
@@ -143,6 +148,7 @@ start_uninstaller(void)
 		log_info("uninstaller started");
 }
 
+/* Finish a drain or an uninstall once no build is left. */
 void
 agent_maybe_finish(void)
 {
@@ -183,6 +189,7 @@ agent_free(void)
 	memset(&A, 0, sizeof(A));
 }
 
+/* Enter a mode and act on it. */
 void
 agent_set_mode(enum agent_mode m)
 {

@@ -120,6 +120,7 @@ heartbeat_body(void)
 	return body;
 }
 
+/* Free a decoded heartbeat answer. */
 void
 heartbeat_response_free(struct hb_response *r)
 {
@@ -132,6 +133,7 @@ heartbeat_response_free(struct hb_response *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* Decode a heartbeat answer with Go's rules (agent.h). */
 int
 heartbeat_parse(const cJSON *d, struct hb_response *r)
 {
@@ -302,6 +304,7 @@ heartbeat_send(void *arg)
 	free(body);
 }
 
+/* Arm the startup call and the heartbeat loop. */
 void
 heartbeat_start(void)
 {

@@ -124,6 +124,7 @@ ip_ignored(const char *ip, const char *list)
 	return 0;
 }
 
+/* Detect the agent IP again (§7.1 rules). */
 void
 host_detect_ip(void)
 {
@@ -165,6 +166,7 @@ host_detect_ip(void)
 	A.ip = xstrdup(pick);
 }
 
+/* Host name, IP, OS, arch and user into A. */
 void
 host_detect(void)
 {
@@ -212,6 +214,7 @@ version_line(const char *line)
 	return 0;
 }
 
+/* Ask the worker jar for its version (§5.1). */
 char *
 host_worker_version(const char *jar, const char *cwd)
 {
@@ -259,6 +262,7 @@ jdk_clear(void)
 	}
 }
 
+/* Refresh the java -version lines when the JDK changed. */
 void
 host_jdk_sync(int force)
 {
@@ -299,6 +303,7 @@ host_jdk_sync(int force)
 	free(java);
 }
 
+/* The JDK version lines as a JSON array. */
 cJSON *
 host_jdk_json(void)
 {

@@ -43,6 +43,7 @@ on_drain(int signo, void *arg)
 	agent_set_mode(MODE_DRAIN);
 }
 
+/* SIGCHLD: reap. */
 static void
 on_chld(int signo, void *arg)
 {
@@ -51,6 +52,7 @@ on_chld(int signo, void *arg)
 	child_reap();
 }
 
+/* SIGHUP: reopen the log. */
 static void
 on_hup(int signo, void *arg)
 {
@@ -113,12 +115,14 @@ cmd_drain(void)
 	return 0;
 }
 
+/* Print the command line. */
 static void
 usage(void)
 {
 	fprintf(stderr, "usage: devopsAgent [version | fullVersion | debug | drain]\n");
 }
 
+/* Start-up (§5.1), the loop, and the exit path. */
 int
 main(int argc, char *argv[])
 {

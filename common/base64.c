@@ -6,6 +6,7 @@
 #include "base64.h"
 #include "util.h"
 
+/* Standard base64 with padding. */
 char *
 base64_encode(const void *data, size_t len)
 {
@@ -16,6 +17,7 @@ base64_encode(const void *data, size_t len)
 	return out;
 }
 
+/* Strict base64 decode (padding required, no white space). */
 int
 base64_decode(const char *in, unsigned char **out, size_t *out_len)
 {

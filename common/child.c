@@ -77,6 +77,7 @@ close_fds(int keep)
 			close(fd);
 }
 
+/* Child side of fork: default signal dispositions, empty mask. */
 void
 child_reset_signals(void)
 {
@@ -109,6 +110,7 @@ child_reset_signals(void)
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* fork + exec with a clean child; exec errors come back through a pipe. */
 pid_t
 child_spawn(const struct spawn_opts *o, char *err, size_t errlen)
 {
@@ -180,6 +182,7 @@ child_spawn(const struct spawn_opts *o, char *err, size_t errlen)
 	return pid;
 }
 
+/* Call fn when pid is reaped. */
 void
 child_watch(pid_t pid, child_exit_fn fn, void *arg)
 {
@@ -192,6 +195,7 @@ child_watch(pid_t pid, child_exit_fn fn, void *arg)
 	watches = w;
 }
 
+/* Forget a watched pid. */
 void
 child_unwatch(pid_t pid)
 {
@@ -205,6 +209,7 @@ child_unwatch(pid_t pid)
 		}
 }
 
+/* The one waitpid(-1) loop: reap every exited child. */
 void
 child_reap(void)
 {
@@ -235,6 +240,7 @@ child_reap(void)
 	}
 }
 
+/* Run a short probe, capturing its output, with a timeout. */
 int
 child_run_capture(char *const argv[], const char *cwd, int timeout_ms,
     size_t max, char **out, int *status)
@@ -307,6 +313,7 @@ child_run_capture(char *const argv[], const char *cwd, int timeout_ms,
 	return 0;
 }
 
+/* A wait status in words. */
 const char *
 child_status_str(int status)
 {

@@ -7,6 +7,7 @@
 
 extern char **environ;
 
+/* Start from environ or empty. */
 void
 envlist_init(struct envlist *e, int inherit)
 {
@@ -35,6 +36,7 @@ envlist_find(const struct envlist *e, const char *key)
 	return -1;
 }
 
+/* Set KEY=VALUE, replacing KEY. */
 void
 envlist_set(struct envlist *e, const char *key, const char *value)
 {
@@ -51,6 +53,7 @@ envlist_set(struct envlist *e, const char *key, const char *value)
 	e->v[e->n] = NULL;
 }
 
+/* Remove KEY. */
 void
 envlist_unset(struct envlist *e, const char *key)
 {
@@ -63,6 +66,7 @@ envlist_unset(struct envlist *e, const char *key)
 	e->n--;
 }
 
+/* Value of KEY, or NULL. */
 const char *
 envlist_get(const struct envlist *e, const char *key)
 {
@@ -71,6 +75,7 @@ envlist_get(const struct envlist *e, const char *key)
 	return i >= 0 ? strchr(e->v[i], '=') + 1 : NULL;
 }
 
+/* Free the vector and its strings. */
 void
 envlist_free(struct envlist *e)
 {

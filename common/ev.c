@@ -43,6 +43,7 @@ plain_wait(struct pollfd *pfds, unsigned int n, int timeout_ms)
 static int (*poller_wait)(struct pollfd *, unsigned int, int) = plain_wait;
 static void (*poller_dispatch)(void);
 
+/* Let another module (HTTP) do the waiting for the loop. */
 void
 ev_set_poller(int (*wait)(struct pollfd *, unsigned int, int), void (*dispatch)(void))
 {
@@ -61,6 +62,7 @@ sig_handler(int signo)
 	errno = saved;
 }
 
+/* Create the self-pipe that turns signals into loop events. */
 int
 ev_init(void)
 {
@@ -77,6 +79,7 @@ ev_init(void)
 	return 0;
 }
 
+/* Set up a timer, not armed. */
 void
 timer_init(struct timer *t, const char *name, void (*fn)(void *), void *arg)
 {
@@ -86,6 +89,7 @@ timer_init(struct timer *t, const char *name, void (*fn)(void *), void *arg)
 	t->arg = arg;
 }
 
+/* Disarm a timer. */
 void
 timer_cancel(struct timer *t)
 {
@@ -102,6 +106,7 @@ timer_cancel(struct timer *t)
 	t->next = NULL;
 }
 
+/* Arm a timer delay_ms from now. */
 void
 timer_set(struct timer *t, int64_t delay_ms)
 {
@@ -112,6 +117,7 @@ timer_set(struct timer *t, int64_t delay_ms)
 	timers = t;
 }
 
+/* Milliseconds until a timer fires, or -1. */
 int64_t
 timer_remaining(const struct timer *t)
 {
@@ -123,6 +129,7 @@ timer_remaining(const struct timer *t)
 	return left > 0 ? left : 0;
 }
 
+/* Watch an fd from the loop. */
 int
 ev_fd_add(int fd, short events, ev_fd_fn fn, void *arg)
 {
@@ -138,6 +145,7 @@ ev_fd_add(int fd, short events, ev_fd_fn fn, void *arg)
 	return 0;
 }
 
+/* Stop watching an fd. */
 void
 ev_fd_del(int fd)
 {
@@ -150,6 +158,7 @@ ev_fd_del(int fd)
 		}
 }
 
+/* Catch a signal; its callback runs from the loop. */
 int
 ev_signal(int signo, ev_sig_fn fn, void *arg)
 {
@@ -208,6 +217,7 @@ run_timers(void)
 	} while (fired && !stopping);
 }
 
+/* One loop turn: wait for the earliest deadline or an event. */
 void
 ev_run_once(int max_wait_ms)
 {
@@ -250,6 +260,7 @@ ev_run_once(int max_wait_ms)
 	run_timers();
 }
 
+/* Run loop turns until ev_stop(). */
 int
 ev_run(void)
 {
@@ -259,6 +270,7 @@ ev_run(void)
 	return 0;
 }
 
+/* Make ev_run() return after this turn. */
 void
 ev_stop(void)
 {

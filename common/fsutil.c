@@ -20,6 +20,7 @@
 /* Deepest directory level fs_rm_rf descends to (one fd per level). */
 #define FS_RM_DEPTH_MAX	256
 
+/* Write all of buf, retrying short writes and EINTR. */
 int
 fs_write_all(int fd, const void *buf, size_t len)
 {
@@ -71,6 +72,7 @@ temp_beside(const char *path, char *tmp, size_t size)
 	return fd;
 }
 
+/* Temp file beside path, fsync, rename, fsync the directory. */
 int
 fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 {
@@ -145,6 +147,7 @@ fail:
 	return -1;
 }
 
+/* Read a whole file, at most max_bytes. */
 int
 fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
 {
@@ -159,6 +162,7 @@ fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
 	return rc;
 }
 
+/* Read a whole regular file; no symlink, FIFO or device. */
 int
 fs_read_regular(const char *path, size_t max_bytes, char **out, size_t *len)
 {
@@ -183,6 +187,7 @@ fs_read_regular(const char *path, size_t max_bytes, char **out, size_t *len)
 	return rc;
 }
 
+/* mkdir -p. */
 int
 fs_mkdir_p(const char *path, mode_t mode)
 {
@@ -257,6 +262,7 @@ rm_tree_at(int dfd, int depth)
 	return rc;
 }
 
+/* rm -rf through directory fds, never following links. */
 int
 fs_rm_rf(const char *path)
 {
@@ -274,6 +280,7 @@ fs_rm_rf(const char *path)
 	return rmdir(path) == -1 && errno != ENOENT ? -1 : 0;
 }
 
+/* Copy src to dst through a temp file and rename. */
 int
 fs_copy_file(const char *src, const char *dst, mode_t mode)
 {
@@ -319,6 +326,7 @@ fail_in:
 	return -1;
 }
 
+/* The directory of the running executable (not argv[0]). */
 int
 fs_exe_dir(char *buf, size_t size)
 {
@@ -353,6 +361,7 @@ fs_exe_dir(char *buf, size_t size)
 	return 0;
 }
 
+/* True when path exists (links not followed). */
 int
 fs_exists(const char *path)
 {
@@ -361,6 +370,7 @@ fs_exists(const char *path)
 	return lstat(path, &st) == 0;
 }
 
+/* True when path is a regular file. */
 int
 fs_is_file(const char *path)
 {
@@ -369,6 +379,7 @@ fs_is_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* True when path is a directory. */
 int
 fs_is_dir(const char *path)
 {
@@ -377,6 +388,7 @@ fs_is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Seconds since path's mtime. */
 long long
 fs_age_sec(const char *path)
 {

@@ -85,6 +85,7 @@ ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
 	return CURLE_OK;
 }
 
+/* Set up libcurl and the shared request settings. */
 int
 http_init(const struct http_settings *s)
 {
@@ -106,6 +107,7 @@ http_init(const struct http_settings *s)
 
 static void req_free(struct http_req *r);
 
+/* Drop every pending request and free the client. */
 void
 http_shutdown(void)
 {
@@ -129,6 +131,7 @@ http_shutdown(void)
 	curl_global_cleanup();
 }
 
+/* Use another gateway for later requests. */
 void
 http_set_gateway(const char *gateway)
 {
@@ -136,6 +139,7 @@ http_set_gateway(const char *gateway)
 	H.gateway = xstrdup(gateway);
 }
 
+/* Change the JSON call timeout. */
 void
 http_set_timeout_ms(long ms)
 {
@@ -258,6 +262,7 @@ header_cb(char *buf, size_t size, size_t nitems, void *arg)
 	return n;
 }
 
+/* Free a request, its temp file and its result. */
 static void
 req_free(struct http_req *r)
 {
@@ -331,6 +336,7 @@ req_new(const char *method, const char *path, const char *body)
 	return r;
 }
 
+/* A JSON call: timeout and a capped body buffer. */
 static struct http_req *
 json_req_new(const char *method, const char *path, const char *body)
 {
@@ -342,6 +348,7 @@ json_req_new(const char *method, const char *path, const char *body)
 	return r;
 }
 
+/* A download: temp file beside dest, streaming MD5, stall abort. */
 static struct http_req *
 download_req_new(const char *path, const char *dest, const char *etag,
     int stall_sec)
@@ -436,6 +443,7 @@ req_take_result(struct http_req *r, struct http_result *out)
 	r->res.len = 0;
 }
 
+/* Hand a request to the multi handle. */
 static int
 req_submit(struct http_req *r, http_cb cb, void *arg)
 {
@@ -451,6 +459,7 @@ req_submit(struct http_req *r, http_cb cb, void *arg)
 	return 0;
 }
 
+/* Start an asynchronous JSON call. */
 int
 http_json(const char *method, const char *path, const char *body,
     http_cb cb, void *arg)
@@ -479,6 +488,7 @@ http_post(const char *path, const char *content_type, const char *body,
 	return req_submit(r, cb, arg);
 }
 
+/* Run a JSON call to the end (upgrader, tests). */
 int
 http_json_sync(const char *method, const char *path, const char *body,
     struct http_result *res)
@@ -491,6 +501,7 @@ http_json_sync(const char *method, const char *path, const char *body,
 	return res->ok ? 0 : -1;
 }
 
+/* Start an asynchronous download. */
 int
 http_download(const char *path, const char *dest, const char *etag,
     int stall_sec, http_cb cb, void *arg)
@@ -500,6 +511,7 @@ http_download(const char *path, const char *dest, const char *etag,
 	return r == NULL ? -1 : req_submit(r, cb, arg);
 }
 
+/* Run a download to the end (upgrader, tests). */
 int
 http_download_sync(const char *path, const char *dest, const char *etag,
     int stall_sec, struct http_result *res)
@@ -517,6 +529,7 @@ http_download_sync(const char *path, const char *dest, const char *etag,
 	return res->ok ? 0 : -1;
 }
 
+/* Free the body of a result. */
 void
 http_result_free(struct http_result *res)
 {
@@ -525,12 +538,14 @@ http_result_free(struct http_result *res)
 	res->len = 0;
 }
 
+/* Requests in flight. */
 int
 http_in_flight(void)
 {
 	return H.n;
 }
 
+/* Wait for curl's sockets and the loop's fds together. */
 int
 http_wait(struct pollfd *extra, unsigned int n, int timeout_ms)
 {
@@ -555,6 +570,7 @@ http_wait(struct pollfd *extra, unsigned int n, int timeout_ms)
 	return ready;
 }
 
+/* Drive transfers and run the callbacks of finished ones. */
 void
 http_dispatch(void)
 {

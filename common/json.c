@@ -9,6 +9,7 @@
 #include "log.h"
 #include "util.h"
 
+/* Member by key: exact case first, then case-insensitive (Go). */
 const cJSON *
 json_get(const cJSON *obj, const char *key)
 {
@@ -29,12 +30,14 @@ json_get(const cJSON *obj, const char *key)
 	return exact != NULL ? exact : fold;
 }
 
+/* True for a missing member or a JSON null. */
 static int
 absent(const cJSON *it)
 {
 	return it == NULL || cJSON_IsNull(it);
 }
 
+/* String member, copied; -1 on a type mismatch. */
 int
 json_get_str(const cJSON *obj, const char *key, char **out)
 {
@@ -49,6 +52,7 @@ json_get_str(const cJSON *obj, const char *key, char **out)
 	return 0;
 }
 
+/* Integral number member as long long; -1 on a mismatch. */
 int
 json_get_ll(const cJSON *obj, const char *key, long long *out, int *present)
 {
@@ -70,6 +74,7 @@ json_get_ll(const cJSON *obj, const char *key, long long *out, int *present)
 	return 0;
 }
 
+/* Integral number member within int; -1 on a mismatch. */
 int
 json_get_int(const cJSON *obj, const char *key, int *out, int *present)
 {
@@ -90,6 +95,7 @@ json_get_int(const cJSON *obj, const char *key, int *out, int *present)
 	return 0;
 }
 
+/* Boolean member; -1 on a type mismatch. */
 int
 json_get_bool(const cJSON *obj, const char *key, int *out)
 {
@@ -103,6 +109,7 @@ json_get_bool(const cJSON *obj, const char *key, int *out)
 	return 0;
 }
 
+/* Object member (borrowed); -1 on a type mismatch. */
 int
 json_get_obj(const cJSON *obj, const char *key, const cJSON **out)
 {
@@ -117,6 +124,7 @@ json_get_obj(const cJSON *obj, const char *key, const cJSON **out)
 	return 0;
 }
 
+/* Array member (borrowed); -1 on a type mismatch. */
 int
 json_get_arr(const cJSON *obj, const char *key, const cJSON **out)
 {
@@ -131,6 +139,7 @@ json_get_arr(const cJSON *obj, const char *key, const cJSON **out)
 	return 0;
 }
 
+/* Add a string member, or null for NULL. */
 void
 json_add_str(cJSON *obj, const char *key, const char *value)
 {
@@ -140,6 +149,7 @@ json_add_str(cJSON *obj, const char *key, const char *value)
 		cJSON_AddStringToObject(obj, key, value);
 }
 
+/* Compact JSON text; aborts on out of memory. */
 char *
 json_print(const cJSON *item)
 {
@@ -150,6 +160,7 @@ json_print(const cJSON *item)
 	return s;
 }
 
+/* Decode a Result / AgentResult envelope with Go's rules. */
 int
 envelope_parse(const char *body, size_t len, struct envelope *env,
     char *err, size_t errlen)
@@ -200,6 +211,7 @@ fail:
 	return -1;
 }
 
+/* Free a decoded envelope. */
 void
 envelope_free(struct envelope *env)
 {

@@ -13,12 +13,14 @@
 #include "lock.h"
 #include "util.h"
 
+/* Open (create) a lock file; never inherited by children. */
 static int
 lock_open(const char *path)
 {
 	return open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
 }
 
+/* Take the flock without waiting. */
 int
 lock_try(const char *path)
 {
@@ -37,6 +39,7 @@ lock_try(const char *path)
 	return fd;
 }
 
+/* Take the flock, waiting at most timeout_ms. */
 int
 lock_wait(const char *path, int timeout_ms)
 {
@@ -70,6 +73,7 @@ lock_wait(const char *path, int timeout_ms)
 	}
 }
 
+/* Drop a lock (close its fd). */
 void
 lock_release(int fd)
 {
@@ -77,6 +81,7 @@ lock_release(int fd)
 		close(fd);
 }
 
+/* Probe whether another process holds the lock. */
 int
 lock_is_held(const char *path)
 {
@@ -89,6 +94,7 @@ lock_is_held(const char *path)
 	return errno == EWOULDBLOCK ? 1 : -1;
 }
 
+/* GoAgent's CheckProcess: instance lock, then the pid file. */
 int
 check_process(const char *name, int total_timeout_ms)
 {
@@ -119,6 +125,7 @@ fail:
 	return -1;
 }
 
+/* The pid in runtime/<name>.pid, or -1. */
 long
 pidfile_read(const char *name)
 {

@@ -27,6 +27,7 @@ static long long log_lost;	/* records not written since the last success */
 static int	 log_lost_errno;	/* why the first of them failed */
 static char	*log_secrets[LOG_SECRETS_MAX];
 
+/* Open (or switch to) the log file at path; lines get tag. */
 int
 log_open(const char *path, const char *tag)
 {
@@ -49,6 +50,7 @@ log_open(const char *path, const char *tag)
 	return 0;
 }
 
+/* Reopen the same log path (after an external move, SIGHUP). */
 int
 log_reopen(void)
 {
@@ -57,24 +59,28 @@ log_reopen(void)
 	return log_open(log_path, NULL);
 }
 
+/* Copy every line to stderr too. */
 void
 log_set_stderr(int on)
 {
 	log_to_stderr = on;
 }
 
+/* Drop lines below level from now on. */
 void
 log_set_level(enum log_level level)
 {
 	log_level = level;
 }
 
+/* The current minimum level. */
 enum log_level
 log_get_level(void)
 {
 	return log_level;
 }
 
+/* Rotate at max_bytes, keeping keep old files. */
 void
 log_set_rotation(long long max_bytes, int keep)
 {
@@ -82,6 +88,7 @@ log_set_rotation(long long max_bytes, int keep)
 	log_keep = keep < 1 ? 1 : keep;
 }
 
+/* Remember a secret to mask in every later line. */
 void
 log_add_secret(const char *secret)
 {
@@ -99,6 +106,7 @@ log_add_secret(const char *secret)
 	}
 }
 
+/* Forget every registered secret. */
 void
 log_clear_secrets(void)
 {
@@ -110,6 +118,7 @@ log_clear_secrets(void)
 	}
 }
 
+/* Replace every registered secret in buf by "***", in place. */
 void
 log_redact(char *buf, size_t size)
 {
@@ -239,6 +248,7 @@ log_note_lost(const char *stamp, size_t slen)
 	}
 }
 
+/* Format one record, mask, flatten, and write it. */
 static void
 log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 {
@@ -301,6 +311,7 @@ LOG_FN(log_warn, LOG_WARN, 1)
 LOG_FN(log_warnx, LOG_WARN, 0)
 LOG_FN(log_error, LOG_ERROR, 0)
 
+/* Log with strerror(errno), then exit(1). */
 void
 fatal(const char *fmt, ...)
 {
@@ -312,6 +323,7 @@ fatal(const char *fmt, ...)
 	exit(1);
 }
 
+/* Log, then exit(1). */
 void
 fatalx(const char *fmt, ...)
 {

@@ -12,6 +12,7 @@ struct md5_stream {
 	EVP_MD_CTX *ctx;
 };
 
+/* Start a streaming MD5. */
 struct md5_stream *
 md5_stream_new(void)
 {
@@ -27,6 +28,7 @@ md5_stream_new(void)
 	return s;
 }
 
+/* Feed bytes to a streaming MD5. */
 void
 md5_stream_update(struct md5_stream *s, const void *data, size_t len)
 {
@@ -34,6 +36,7 @@ md5_stream_update(struct md5_stream *s, const void *data, size_t len)
 		EVP_DigestUpdate(s->ctx, data, len);
 }
 
+/* Finish a streaming MD5 into lowercase hex and free it. */
 void
 md5_stream_final(struct md5_stream *s, char hex[MD5_HEX_LEN])
 {
@@ -48,6 +51,7 @@ md5_stream_final(struct md5_stream *s, char hex[MD5_HEX_LEN])
 	OPENSSL_free(s);
 }
 
+/* MD5 of a buffer as lowercase hex. */
 void
 md5_hex(const void *data, size_t len, char hex[MD5_HEX_LEN])
 {
@@ -57,6 +61,7 @@ md5_hex(const void *data, size_t len, char hex[MD5_HEX_LEN])
 	md5_stream_final(s, hex);
 }
 
+/* MD5 of a file's content as lowercase hex. */
 int
 md5_file(const char *path, char hex[MD5_HEX_LEN])
 {

@@ -16,6 +16,7 @@ oom(size_t n)
 	fatalx("out of memory allocating %zu bytes", n);
 }
 
+/* malloc that never returns NULL. */
 void *
 xmalloc(size_t n)
 {
@@ -26,6 +27,7 @@ xmalloc(size_t n)
 	return p;
 }
 
+/* calloc that never returns NULL. */
 void *
 xcalloc(size_t n, size_t size)
 {
@@ -36,6 +38,7 @@ xcalloc(size_t n, size_t size)
 	return p;
 }
 
+/* realloc that never returns NULL. */
 void *
 xrealloc(void *p, size_t n)
 {
@@ -46,6 +49,7 @@ xrealloc(void *p, size_t n)
 	return q;
 }
 
+/* strdup that never returns NULL. */
 char *
 xstrdup(const char *s)
 {
@@ -56,6 +60,7 @@ xstrdup(const char *s)
 	return p;
 }
 
+/* strndup that never returns NULL. */
 char *
 xstrndup(const char *s, size_t n)
 {
@@ -66,6 +71,7 @@ xstrndup(const char *s, size_t n)
 	return p;
 }
 
+/* vasprintf into a new string; never NULL. */
 char *
 xvasprintf(const char *fmt, va_list ap)
 {
@@ -76,6 +82,7 @@ xvasprintf(const char *fmt, va_list ap)
 	return p;
 }
 
+/* asprintf into a new string; never NULL. */
 char *
 xasprintf(const char *fmt, ...)
 {
@@ -88,6 +95,7 @@ xasprintf(const char *fmt, ...)
 	return p;
 }
 
+/* Bounded, always terminated copy; returns strlen(src). */
 size_t
 strlcpy_(char *dst, const char *src, size_t size)
 {
@@ -101,6 +109,7 @@ strlcpy_(char *dst, const char *src, size_t size)
 	return len;
 }
 
+/* Trim ASCII white space at both ends, in place. */
 char *
 str_trim(char *s)
 {
@@ -116,6 +125,7 @@ str_trim(char *s)
 	return s;
 }
 
+/* True for NULL or only white space. */
 int
 str_blank(const char *s)
 {
@@ -127,6 +137,7 @@ str_blank(const char *s)
 	return 1;
 }
 
+/* Quote s as one POSIX shell word ('...', ' as '\''). */
 char *
 shell_quote(const char *s)
 {
@@ -150,12 +161,14 @@ shell_quote(const char *s)
 	return out;
 }
 
+/* True when s starts with prefix. */
 int
 str_starts(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* True when s ends with suffix. */
 int
 str_ends(const char *s, const char *suffix)
 {
@@ -164,6 +177,7 @@ str_ends(const char *s, const char *suffix)
 	return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
 }
 
+/* Strict decimal parse (the replacement for atoi). */
 int
 str_to_ll(const char *s, long long *out)
 {
@@ -188,6 +202,7 @@ str_to_ll(const char *s, long long *out)
 	return 0;
 }
 
+/* CLOCK_MONOTONIC in ms: for every deadline. */
 int64_t
 mono_ms(void)
 {
@@ -197,6 +212,7 @@ mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Wall clock in ms since the epoch: for reports only. */
 int64_t
 wall_ms(void)
 {
@@ -206,6 +222,7 @@ wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Free *p and clear it. */
 void
 xfree_ptr(char **p)
 {
