@@ -33,6 +33,7 @@ scratch_remove(void)
 	(void)fs_rm_rf(scratch);
 }
 
+/* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -83,6 +84,7 @@ check_tree(const char *dir, int depth)
 	closedir(d);
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -12,6 +12,7 @@
 #include "json.h"
 #include "util.h"
 
+/* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -30,6 +31,7 @@ str_or_empty(const cJSON *o, const char *key)
 	return cJSON_IsString(it) ? it->valuestring : "";
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -10,6 +10,7 @@
 #include "build.h"
 #include "fuzz.h"
 
+/* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -19,6 +20,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

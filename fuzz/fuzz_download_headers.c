@@ -23,6 +23,7 @@ is_md5(const char *s)
 	return s[32] == '\0';
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

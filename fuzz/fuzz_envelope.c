@@ -8,6 +8,7 @@
 #include "fuzz.h"
 #include "json.h"
 
+/* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -17,6 +18,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -12,6 +12,7 @@
 #include "pipeline.h"
 #include "util.h"
 
+/* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -21,6 +22,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

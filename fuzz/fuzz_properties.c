@@ -26,6 +26,7 @@ scratch_remove(void)
 	(void)fs_rm_rf(dir);
 }
 
+/* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -64,6 +65,7 @@ gateway_from(const uint8_t *data, size_t size)
 	return g;
 }
 
+/* One input through the parser, then the invariants. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -57,6 +57,7 @@ name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Replay the corpus (or the files named) through the target. */
 int
 main(int argc, char **argv)
 {

@@ -63,6 +63,7 @@ next(const char *name)
 	return f;
 }
 
+/* write(2), failing with ENOSPC on a matching file. */
 ssize_t
 write(int fd, const void *buf, size_t count)
 {
@@ -77,6 +78,7 @@ write(int fd, const void *buf, size_t count)
 	return real(fd, buf, count);
 }
 
+/* writev(2), failing with ENOSPC on a matching file. */
 ssize_t
 writev(int fd, const struct iovec *iov, int iovcnt)
 {
@@ -91,6 +93,7 @@ writev(int fd, const struct iovec *iov, int iovcnt)
 	return real(fd, iov, iovcnt);
 }
 
+/* pwrite(2), failing with ENOSPC on a matching file. */
 ssize_t
 pwrite(int fd, const void *buf, size_t count, off_t off)
 {
@@ -105,6 +108,7 @@ pwrite(int fd, const void *buf, size_t count, off_t off)
 	return real(fd, buf, count, off);
 }
 
+/* fsync(2), failing with ENOSPC on a matching file. */
 int
 fsync(int fd)
 {
@@ -119,6 +123,7 @@ fsync(int fd)
 	return real(fd);
 }
 
+/* fdatasync(2), failing with ENOSPC on a matching file. */
 int
 fdatasync(int fd)
 {
