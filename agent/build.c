@@ -37,6 +37,7 @@
 #define JOURNAL_DIR	"runtime/builds"
 #define BUILD_TMP	"build_tmp"
 #define ERROR_FILE_MAX	(64 * 1024)
+#define UNINSTALL_REPORT_TRIES 5	/* finish reports of a deleted agent */
 #define JOURNAL_VERSION	1	/* "version" of the journal format */
 #define JOURNAL_MAX	(1 << 20)	/* bytes; bigger files are corrupt */
 
@@ -604,6 +605,22 @@ report_done(struct http_result *r, void *arg)
 		envelope_free(&env);
 	} else if (!r->ok) {
 		snprintf(err, sizeof(err), "%s", r->error);
+	}
+	/*
+	 * A deleted agent: the real server answers 404 to finish reports once
+	 * the agent is gone, so retrying forever would keep the agent from ever
+	 * uninstalling. Give up after a few tries; the server already ended
+	 * these builds when it deleted the agent.
+	 */
+	if (A.mode == MODE_UNINSTALL && b->reports_sent >= UNINSTALL_REPORT_TRIES) {
+		log_error("build %s: finish report failed %d times while the agent "
+		    "is being uninstalled (%s); giving up on it", b->key,
+		    b->reports_sent, err);
+		if (unlink(b->journal) == -1 && errno != ENOENT)
+			log_warn("build %s: cannot remove journal", b->key);
+		build_free(b);
+		agent_maybe_finish();
+		return;
 	}
 	/* Exponential backoff 1 s .. 60 s with +-20 % jitter. */
 	b->report_backoff = b->report_backoff ? b->report_backoff * 2 : 1000;

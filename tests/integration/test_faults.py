@@ -305,3 +305,20 @@ def test_delete_while_builds_run(install_dir, fakeci):
     # The detached uninstaller ends by itself, and nothing else is left.
     assert wait_until(lambda: not processes_in(install_dir), 30), processes_in(install_dir)
     assert_no_violations(fakeci)
+
+
+def test_delete_gives_up_finish_reports_the_server_refuses(install_dir, fakeci):
+    """Once an agent is deleted the real server answers 404 to its finish
+    reports: after a few tries the agent gives up and still uninstalls."""
+    agent = Agent(install_dir, fast=True).start()
+    build = fakeci.queue_build(script="sleep 2; echo done")
+    assert fakeci.wait_until(lambda: len(fakeci.builds()["running"]) == 1, timeout=60)
+    fakeci.add_fault("workerBuildFinish", "500", count=-1)
+    fakeci.set_state(agentStatus="DELETE")
+    assert agent.wait(60) == 88, agent.read_log()[-3000:]
+    tries = fakeci.requests(path_contains="workerBuildFinish")
+    assert len(tries) == 5
+    assert all(build["buildId"] in r["body"] for r in tries)
+    agent.wait_for_log(r"failed 5 times while the agent is being uninstalled")
+    assert not list((install_dir / "runtime" / "builds").glob("*.json"))
+    assert wait_until(lambda: (install_dir / "uninstall.ran").exists(), 30)
