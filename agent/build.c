@@ -820,7 +820,9 @@ build_launch(struct build *b)
 		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
 		return;
 	}
-	if ((fs_mkdir_p(BUILD_TMP, 0777) == -1 || chmod(BUILD_TMP, 0777) == -1)) {
+	/* 0777 as GoAgent (builds of any user), plus the sticky bit: one
+	 * build user cannot remove or swap another's (or the agent's) files. */
+	if (fs_mkdir_p(BUILD_TMP, 0777) == -1 || chmod(BUILD_TMP, 01777) == -1) {
 		snprintf(err, sizeof(err), "cannot create %s: %s", BUILD_TMP,
 		    strerror(errno));
 		agent_check_io_error(errno, "build_tmp");

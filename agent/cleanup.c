@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,53 +83,91 @@ remove_old(const char *dir, long long max_age_sec, int (*match)(const char *))
  * every non-directory entry older than max_age_sec is removed (symlinks
  * themselves, never their targets); a sub-directory is removed when it is
  * empty afterwards and was itself older than max_age_sec before the scan
- * (removing entries refreshes a directory's mtime). dir itself is kept.
- * Errors are logged per entry; the scan goes on. Returns entries removed.
+ * (removing entries refreshes a directory's mtime). The directory itself is
+ * kept. Errors are logged per entry; the scan goes on. Returns entries
+ * removed.
+ *
+ * Why directory fds: build_tmp is writable by build users while the agent
+ * often runs as root. Walking by path, a build user could swap a checked
+ * sub-directory for a symlink and steer the deletions anywhere. Every step
+ * here is relative to an open directory (openat with O_NOFOLLOW, identity
+ * re-checked with fstat, unlinkat), so a swap only makes that entry fail.
  */
 static int
-prune_tree(const char *dir, long long max_age_sec, int depth)
+prune_fd(int dfd, const char *label, long long max_age_sec, int depth)
 {
 	DIR *d;
 	struct dirent *e;
-	int n = 0;
+	int n = 0, fd;
 
 	if (depth > TREE_DEPTH_MAX) {
-		log_warnx("cleanup: %s: deeper than %d levels; not descending", dir,
+		log_warnx("cleanup: %s: deeper than %d levels; not descending", label,
 		    TREE_DEPTH_MAX);
 		return 0;
 	}
-	if ((d = opendir(dir)) == NULL) {
+	if ((fd = dup(dfd)) == -1 || (d = fdopendir(fd)) == NULL) {
+		log_warn("cleanup: cannot scan %s", label);
+		if (fd != -1)
+			close(fd);
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		struct stat st, again;
+		int sub;
+		if (dot_entry(e->d_name))
+			continue;
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1) {
+			if (errno != ENOENT)
+				log_warn("cleanup: stat %s/%s", label, e->d_name);
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			if (age_of(&st) <= max_age_sec)
+				continue;
+			if (unlinkat(dfd, e->d_name, 0) == 0)
+				n++;
+			else if (errno != ENOENT)
+				log_warn("cleanup: unlink %s/%s", label, e->d_name);
+			continue;
+		}
+		sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		if (sub == -1 || fstat(sub, &again) == -1 ||
+		    again.st_dev != st.st_dev || again.st_ino != st.st_ino) {
+			log_warnx("cleanup: %s/%s changed while scanned; skipped",
+			    label, e->d_name);
+			if (sub != -1)
+				close(sub);
+			continue;
+		}
+		char *sublabel = xasprintf("%s/%s", label, e->d_name);
+		n += prune_fd(sub, sublabel, max_age_sec, depth + 1);
+		free(sublabel);
+		close(sub);
+		if (age_of(&st) > max_age_sec) {
+			if (unlinkat(dfd, e->d_name, AT_REMOVEDIR) == 0)
+				n++;
+			else if (errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT)
+				log_warn("cleanup: rmdir %s/%s", label, e->d_name);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+/* prune_fd over the directory dir (not followed when it is a symlink). */
+static int
+prune_tree(const char *dir, long long max_age_sec)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), n;
+
+	if (fd == -1) {
 		if (errno != ENOENT)
 			log_warn("cleanup: cannot scan %s", dir);
 		return 0;
 	}
-	while ((e = readdir(d)) != NULL) {
-		struct stat st;
-		char *path;
-		if (dot_entry(e->d_name))
-			continue;
-		path = xasprintf("%s/%s", dir, e->d_name);
-		if (lstat(path, &st) == -1) {
-			if (errno != ENOENT)
-				log_warn("cleanup: stat %s", path);
-		} else if (S_ISDIR(st.st_mode)) {
-			long long age = age_of(&st);
-			n += prune_tree(path, max_age_sec, depth + 1);
-			if (age > max_age_sec) {
-				if (rmdir(path) == 0)
-					n++;
-				else if (errno != ENOTEMPTY && errno != EEXIST)
-					log_warn("cleanup: rmdir %s", path);
-			}
-		} else if (age_of(&st) > max_age_sec) {
-			if (unlink(path) == -1)
-				log_warn("cleanup: unlink %s", path);
-			else
-				n++;
-		}
-		free(path);
-	}
-	closedir(d);
+	n = prune_fd(fd, dir, max_age_sec, 0);
+	close(fd);
 	return n;
 }
 
@@ -178,7 +217,7 @@ is_build_script(const char *name)
 void
 cleanup_build_tmp(void)
 {
-	int n = prune_tree("build_tmp", WEEK_SEC, 0);
+	int n = prune_tree("build_tmp", WEEK_SEC);
 
 	n += remove_old(".", WEEK_SEC, is_build_script);
 	if (n > 0)
