@@ -24,16 +24,6 @@
 #include "log.h"
 #include "util.h"
 
-#ifndef AGENT_VERSION
-#define AGENT_VERSION		"unknown"
-#endif
-#ifndef AGENT_GIT_COMMIT
-#define AGENT_GIT_COMMIT	"unknown"
-#endif
-#ifndef AGENT_BUILD_TIME
-#define AGENT_BUILD_TIME	"unknown"
-#endif
-
 /* The crash-loop "stable run" threshold: $DEVOPS_DAEMON_STABLE_MS or 10 s. */
 static int64_t
 stable_ms_get(void)

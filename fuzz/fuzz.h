@@ -42,6 +42,17 @@ fuzz_quiet(void)
 	log_set_level((enum log_level)(LOG_ERROR + 1));
 }
 
+/** Defines LLVMFuzzerInitialize: quiet logger, nothing else to set up. */
+#define FUZZ_QUIET_INIT							\
+int									\
+LLVMFuzzerInitialize(int *argc, char ***argv)				\
+{									\
+	(void)argc;							\
+	(void)argv;							\
+	fuzz_quiet();							\
+	return 0;							\
+}
+
 /** Copy data into a new NUL-terminated buffer (caller frees). */
 static inline char *
 fuzz_cstr(const uint8_t *data, size_t size)

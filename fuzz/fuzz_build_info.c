@@ -12,15 +12,7 @@
 #include "json.h"
 #include "util.h"
 
-/* One-time set-up before the first input. */
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_QUIET_INIT
 
 /* The string member key of o, or "" (as build_info_json writes it). */
 static const char *

@@ -12,15 +12,7 @@
 #include "pipeline.h"
 #include "util.h"
 
-/* One-time set-up before the first input. */
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_QUIET_INIT
 
 /* One input through the parser, then the invariants. */
 int

@@ -26,16 +26,6 @@
 #include "upgrader.h"
 #include "util.h"
 
-#ifndef AGENT_VERSION
-#define AGENT_VERSION		"unknown"
-#endif
-#ifndef AGENT_GIT_COMMIT
-#define AGENT_GIT_COMMIT	"unknown"
-#endif
-#ifndef AGENT_BUILD_TIME
-#define AGENT_BUILD_TIME	"unknown"
-#endif
-
 /* The -action value, or NULL when the arguments are not understood. */
 static const char *
 parse_action(int argc, char *argv[])
