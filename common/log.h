@@ -53,7 +53,13 @@ void log_clear_secrets(void);
 /** Mask registered secrets in buf (NUL-terminated, size bytes) in place. */
 void log_redact(char *buf, size_t size);
 
+/**
+ * printf-style line at DEBUG level; nothing is formatted unless the level
+ * is enabled (log_set_level). The text is masked (log_add_secret) and
+ * flattened to one line before it is written.
+ */
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/** printf-style line at INFO level (masked and flattened like log_debug). */
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /** Warning with ": strerror(errno)" appended. */
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
