@@ -15,56 +15,15 @@
 #  4. Start it (start.sh).
 # The service name is devops_agent_<devops.agent.id of .agent.properties>.
 # Works from any cwd, and through `curl ... | sh` in the install dir.
+# Needs agent_lib.sh (shared helpers, in agent.zip) next to it once unzipped.
 set -u
 
 project_id='##projectId##'
 agent_url='##agent_url##'
 
-# prop KEY: the value of KEY in .agent.properties (first one, trimmed).
-prop() {
-	[ -f .agent.properties ] || return 0
-	sed -n "s/^[[:space:]]*$(printf '%s' "$1" | sed 's/\./\\./g')[[:space:]]*[=:][[:space:]]*//p" \
-		.agent.properties | head -n 1 | tr -d '\r' | sed 's/[[:space:]]*$//'
-}
-
-is_root() {
-	[ "$(id -u)" -eq 0 ]
-}
-
-# sctl ARGS: systemctl for the system (root) or the user's manager.
-sctl() {
-	if is_root; then
-		systemctl "$@"
-	else
-		systemctl --user "$@"
-	fi
-}
-
 # sh_quote STRING: STRING as one single-quoted shell word.
 sh_quote() {
 	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
-}
-
-# drop_marked: copy stdin to stdout without the lines ending in "# $service".
-drop_marked() {
-	awk -v m="# $service" '{
-		n = length($0) - length(m) + 1
-		if (n >= 1 && substr($0, n) == m) next
-		print
-	}'
-}
-
-# marked: true when stdin has a line ending in "# $service".
-marked() {
-	awk -v m="# $service" '{
-		n = length($0) - length(m) + 1
-		if (n >= 1 && substr($0, n) == m) found = 1
-	} END { exit !found }'
-}
-
-# has_marked FILE: true when FILE has a line ending in "# $service".
-has_marked() {
-	[ -f "$1" ] && marked <"$1"
 }
 
 # download: fetch agent.zip from the server.
@@ -112,26 +71,6 @@ autostart_mode() {
 		exit 1
 		;;
 	esac
-}
-
-# rc_local: the rc.local file of this system.
-rc_local() {
-	if [ -n "${DEVOPS_RC_LOCAL:-}" ]; then
-		echo "$DEVOPS_RC_LOCAL"
-	elif [ -f /etc/rc.d/rc.local ]; then
-		echo /etc/rc.d/rc.local
-	else
-		echo /etc/rc.local
-	fi
-}
-
-# unit_file: where the unit goes (system unit as root, else user unit).
-unit_file() {
-	if is_root; then
-		echo "${DEVOPS_SYSTEMD_SYSTEM_DIR:-/etc/systemd/system}/$service.service"
-	else
-		echo "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/$service.service"
-	fi
 }
 
 # unit_text: the systemd unit. KillMode=process: stopping or restarting the
@@ -222,29 +161,6 @@ cron_add() {
 	echo "autostart: crontab @reboot"
 }
 
-# autostart_remove: remove every autostart entry of this agent.
-autostart_remove() {
-	unit=$(unit_file)
-	if [ -f "$unit" ]; then
-		sctl stop "$service" 2>/dev/null
-		sctl disable "$service" 2>/dev/null
-		rm -f "$unit"
-		sctl daemon-reload 2>/dev/null
-		echo "removed systemd unit $unit"
-	fi
-	rc=$(rc_local)
-	if is_root && has_marked "$rc"; then
-		drop_marked <"$rc" >"$rc.devops.tmp" && cat "$rc.devops.tmp" >"$rc"
-		rm -f "$rc.devops.tmp"
-		echo "removed $service from $rc"
-	fi
-	if command -v crontab >/dev/null 2>&1 && tab=$(crontab -l 2>/dev/null) &&
-		printf '%s\n' "$tab" | marked; then
-		printf '%s\n' "$tab" | drop_marked | crontab -
-		echo "removed $service from the crontab"
-	fi
-}
-
 main() {
 	cd "$(dirname -- "$0")" || exit 1
 	workdir=$(pwd -P)
@@ -261,20 +177,25 @@ main() {
 		download
 		unzip -q -o agent.zip || exit 1
 	fi
+	# The helpers shared with the other scripts come with agent.zip, so they
+	# are read only now (this script may have been piped to sh before).
+	if [ ! -f agent_lib.sh ]; then
+		echo "install.sh: agent_lib.sh is missing (it comes in agent.zip)" >&2
+		exit 1
+	fi
+	# shellcheck source-path=SCRIPTDIR source=agent_lib.sh
+	. ./agent_lib.sh
 	if [ ! -d jdk ] && [ -f jre.zip ]; then
 		unzip -q -o jre.zip -d jdk || echo "install.sh: warning: cannot unzip jre.zip" >&2
 	fi
 	echo "OS: $(uname -s), arch: $(uname -m)"
 	[ -x jdk/bin/java ] && jdk/bin/java -version
 
-	id=$(prop devops.agent.id)
-	case $id in
-	'' | *[!A-Za-z0-9_.-]*)
+	service=$(service_name)
+	if [ -z "$service" ]; then
 		echo "install.sh: no usable devops.agent.id in .agent.properties" >&2
 		exit 1
-		;;
-	esac
-	service="devops_agent_$id"
+	fi
 	chmod +x devopsDaemon devopsAgent ./*.sh
 
 	autostart_remove

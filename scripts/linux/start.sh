@@ -10,70 +10,8 @@ set -u
 
 cd "$(dirname -- "$0")" || exit 1
 workdir=$(pwd -P)
-
-# prop KEY: the value of KEY in .agent.properties (first one, trimmed).
-prop() {
-	[ -f .agent.properties ] || return 0
-	sed -n "s/^[[:space:]]*$(printf '%s' "$1" | sed 's/\./\\./g')[[:space:]]*[=:][[:space:]]*//p" \
-		.agent.properties | head -n 1 | tr -d '\r' | sed 's/[[:space:]]*$//'
-}
-
-# service_name: devops_agent_<devops.agent.id>, or "" when the id is unusable.
-service_name() {
-	id=$(prop devops.agent.id)
-	case $id in
-	'' | *[!A-Za-z0-9_.-]*) echo "" ;;
-	*) echo "devops_agent_$id" ;;
-	esac
-}
-
-is_root() {
-	[ "$(id -u)" -eq 0 ]
-}
-
-# systemd_on: true when autostart goes through systemd on this machine.
-systemd_on() {
-	case ${DEVOPS_AUTOSTART:-auto} in
-	systemd) return 0 ;;
-	auto) [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 ;;
-	*) return 1 ;;
-	esac
-}
-
-# unit_file: where install.sh writes the unit (system unit as root, else user).
-unit_file() {
-	if is_root; then
-		echo "${DEVOPS_SYSTEMD_SYSTEM_DIR:-/etc/systemd/system}/$service.service"
-	else
-		echo "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/$service.service"
-	fi
-}
-
-# sctl ARGS: systemctl for the system (root) or the user's manager.
-sctl() {
-	if is_root; then
-		systemctl "$@"
-	else
-		systemctl --user "$@"
-	fi
-}
-
-# read_pid NAME: the pid in runtime/NAME.pid when it is a number.
-read_pid() {
-	p=$(cat "runtime/$1.pid" 2>/dev/null) || return 1
-	case $p in
-	'' | *[!0-9]*) return 1 ;;
-	esac
-	echo "$p"
-}
-
-# pid_is PID BINARY: true when PID is alive and runs BINARY (never trust a
-# pid file alone: after a reboot it may name anything, W3).
-pid_is() {
-	exe=$(readlink "/proc/$1/exe" 2>/dev/null) ||
-		exe=$(ps -p "$1" -o comm= 2>/dev/null) || return 1
-	[ "$exe" = "$2" ] || [ "$exe" = "$2 (deleted)" ]
-}
+# shellcheck source-path=SCRIPTDIR source=agent_lib.sh
+. ./agent_lib.sh
 
 # daemon_pid: print the pid of this install's running daemon, or fail.
 daemon_pid() {

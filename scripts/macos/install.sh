@@ -12,42 +12,11 @@
 #  4. Make sure it runs (start.sh).
 # The label is devops_agent_<devops.agent.id of .agent.properties>.
 # Works from any cwd, and through `curl ... | sh` in the install dir.
+# Needs agent_lib.sh (shared helpers, in agent.zip) next to it once unzipped.
 set -u
 
 project_id='##projectId##'
 agent_url='##agent_url##'
-
-# prop KEY: the value of KEY in .agent.properties (first one, trimmed).
-prop() {
-	[ -f .agent.properties ] || return 0
-	sed -n "s/^[[:space:]]*$(printf '%s' "$1" | sed 's/\./\\./g')[[:space:]]*[=:][[:space:]]*//p" \
-		.agent.properties | head -n 1 | tr -d '\r' | sed 's/[[:space:]]*$//'
-}
-
-is_root() {
-	[ "$(id -u)" -eq 0 ]
-}
-
-# plist_file: LaunchDaemon for root, LaunchAgent for a user.
-plist_file() {
-	if is_root; then
-		echo "${DEVOPS_LAUNCHD_DAEMON_DIR:-/Library/LaunchDaemons}/$service.plist"
-	else
-		echo "$HOME/Library/LaunchAgents/$service.plist"
-	fi
-}
-
-# launchd_domain: system for root; the GUI session when there is one, else
-# the user's background domain (ssh logins).
-launchd_domain() {
-	if is_root; then
-		echo system
-	elif launchctl print "gui/$(id -u)" >/dev/null 2>&1; then
-		echo "gui/$(id -u)"
-	else
-		echo "user/$(id -u)"
-	fi
-}
 
 # xml STRING: STRING escaped for XML text.
 xml() {
@@ -117,21 +86,6 @@ download() {
 	exit 1
 }
 
-# launchd_remove: boot out and delete an older plist of this agent.
-launchd_remove() {
-	plist=$(plist_file)
-	[ -f "$plist" ] || return 0
-	if is_root; then
-		launchctl bootout "system/$service" 2>/dev/null || launchctl unload "$plist" 2>/dev/null
-	else
-		launchctl bootout "gui/$(id -u)/$service" 2>/dev/null ||
-			launchctl bootout "user/$(id -u)/$service" 2>/dev/null ||
-			launchctl unload "$plist" 2>/dev/null
-	fi
-	rm -f "$plist"
-	echo "removed $plist"
-}
-
 # launchd_add: write the plist and load it now.
 launchd_add() {
 	plist=$(plist_file)
@@ -153,20 +107,25 @@ main() {
 		download
 		unzip -q -o agent.zip || exit 1
 	fi
+	# The helpers shared with the other scripts come with agent.zip, so they
+	# are read only now (this script may have been piped to sh before).
+	if [ ! -f agent_lib.sh ]; then
+		echo "install.sh: agent_lib.sh is missing (it comes in agent.zip)" >&2
+		exit 1
+	fi
+	# shellcheck source-path=SCRIPTDIR source=agent_lib.sh
+	. ./agent_lib.sh
 	if [ ! -d jdk ] && [ -f jre.zip ]; then
 		unzip -q -o jre.zip -d jdk || echo "install.sh: warning: cannot unzip jre.zip" >&2
 	fi
 	echo "OS: $(uname -s), arch: $(uname -m)"
 	[ -x jdk/Contents/Home/bin/java ] && jdk/Contents/Home/bin/java -version
 
-	id=$(prop devops.agent.id)
-	case $id in
-	'' | *[!A-Za-z0-9_.-]*)
+	service=$(service_name)
+	if [ -z "$service" ]; then
 		echo "install.sh: no usable devops.agent.id in .agent.properties" >&2
 		exit 1
-		;;
-	esac
-	service="devops_agent_$id"
+	fi
 	chmod +x devopsDaemon devopsAgent ./*.sh
 
 	launchd_remove

@@ -10,47 +10,8 @@ set -u
 
 cd "$(dirname -- "$0")" || exit 1
 workdir=$(pwd -P)
-
-# prop KEY: the value of KEY in .agent.properties (first one, trimmed).
-prop() {
-	[ -f .agent.properties ] || return 0
-	sed -n "s/^[[:space:]]*$(printf '%s' "$1" | sed 's/\./\\./g')[[:space:]]*[=:][[:space:]]*//p" \
-		.agent.properties | head -n 1 | tr -d '\r' | sed 's/[[:space:]]*$//'
-}
-
-# service_name: devops_agent_<devops.agent.id>, or "" when the id is unusable.
-service_name() {
-	id=$(prop devops.agent.id)
-	case $id in
-	'' | *[!A-Za-z0-9_.-]*) echo "" ;;
-	*) echo "devops_agent_$id" ;;
-	esac
-}
-
-is_root() {
-	[ "$(id -u)" -eq 0 ]
-}
-
-# plist_file: LaunchDaemon for root, LaunchAgent for a user.
-plist_file() {
-	if is_root; then
-		echo "${DEVOPS_LAUNCHD_DAEMON_DIR:-/Library/LaunchDaemons}/$service.plist"
-	else
-		echo "$HOME/Library/LaunchAgents/$service.plist"
-	fi
-}
-
-# launchd_domain: system for root; the GUI session when there is one, else
-# the user's background domain (ssh logins).
-launchd_domain() {
-	if is_root; then
-		echo system
-	elif launchctl print "gui/$(id -u)" >/dev/null 2>&1; then
-		echo "gui/$(id -u)"
-	else
-		echo "user/$(id -u)"
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=agent_lib.sh
+. ./agent_lib.sh
 
 # launchd_start PLIST: start the job, loading it when it is not loaded.
 launchd_start() {
@@ -60,23 +21,6 @@ launchd_start() {
 	else
 		launchctl bootstrap "$domain" "$1" 2>/dev/null || launchctl load -w "$1"
 	fi
-}
-
-# read_pid NAME: the pid in runtime/NAME.pid when it is a number.
-read_pid() {
-	p=$(cat "runtime/$1.pid" 2>/dev/null) || return 1
-	case $p in
-	'' | *[!0-9]*) return 1 ;;
-	esac
-	echo "$p"
-}
-
-# pid_is PID BINARY: true when PID is alive and runs BINARY (W3). macOS has
-# no /proc: `ps -o comm=` prints the full executable path there.
-pid_is() {
-	exe=$(readlink "/proc/$1/exe" 2>/dev/null) ||
-		exe=$(ps -p "$1" -o comm= 2>/dev/null) || return 1
-	[ "$exe" = "$2" ] || [ "$exe" = "$2 (deleted)" ]
 }
 
 # daemon_pid: print the pid of this install's running daemon, or fail.

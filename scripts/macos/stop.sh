@@ -11,63 +11,8 @@ set -u
 
 cd "$(dirname -- "$0")" || exit 1
 workdir=$(pwd -P)
-
-# prop KEY: the value of KEY in .agent.properties (first one, trimmed).
-prop() {
-	[ -f .agent.properties ] || return 0
-	sed -n "s/^[[:space:]]*$(printf '%s' "$1" | sed 's/\./\\./g')[[:space:]]*[=:][[:space:]]*//p" \
-		.agent.properties | head -n 1 | tr -d '\r' | sed 's/[[:space:]]*$//'
-}
-
-# service_name: devops_agent_<devops.agent.id>, or "" when the id is unusable.
-service_name() {
-	id=$(prop devops.agent.id)
-	case $id in
-	'' | *[!A-Za-z0-9_.-]*) echo "" ;;
-	*) echo "devops_agent_$id" ;;
-	esac
-}
-
-is_root() {
-	[ "$(id -u)" -eq 0 ]
-}
-
-# plist_file: LaunchDaemon for root, LaunchAgent for a user.
-plist_file() {
-	if is_root; then
-		echo "${DEVOPS_LAUNCHD_DAEMON_DIR:-/Library/LaunchDaemons}/$service.plist"
-	else
-		echo "$HOME/Library/LaunchAgents/$service.plist"
-	fi
-}
-
-# launchd_stop PLIST: boot the job out of whichever domain has it loaded.
-launchd_stop() {
-	if is_root; then
-		launchctl bootout "system/$service" 2>/dev/null && return 0
-	else
-		launchctl bootout "gui/$(id -u)/$service" 2>/dev/null && return 0
-		launchctl bootout "user/$(id -u)/$service" 2>/dev/null && return 0
-	fi
-	launchctl unload "$1" 2>/dev/null
-	return 0
-}
-
-# read_pid NAME: the pid in runtime/NAME.pid when it is a number.
-read_pid() {
-	p=$(cat "runtime/$1.pid" 2>/dev/null) || return 1
-	case $p in
-	'' | *[!0-9]*) return 1 ;;
-	esac
-	echo "$p"
-}
-
-# pid_is PID BINARY: true when PID is alive and runs BINARY (W3).
-pid_is() {
-	exe=$(readlink "/proc/$1/exe" 2>/dev/null) ||
-		exe=$(ps -p "$1" -o comm= 2>/dev/null) || return 1
-	[ "$exe" = "$2" ] || [ "$exe" = "$2 (deleted)" ]
-}
+# shellcheck source-path=SCRIPTDIR source=agent_lib.sh
+. ./agent_lib.sh
 
 # wait_gone PID BINARY SECONDS: wait until PID no longer runs BINARY.
 wait_gone() {

@@ -343,7 +343,7 @@ def test_linux_install_piped_downloads_agent_zip(linux):
     zpath = linux.tmp / "agent.zip"
     with zipfile.ZipFile(zpath, "w") as z:
         for name in ("devopsDaemon", "devopsAgent", ".agent.properties", "start.sh",
-                     "stop.sh", "install.sh", "uninstall.sh"):
+                     "stop.sh", "install.sh", "uninstall.sh", "agent_lib.sh"):
             info = zipfile.ZipInfo(name)
             info.external_attr = 0o755 << 16
             z.writestr(info, (linux.inst / name).read_bytes())
@@ -365,6 +365,22 @@ def test_linux_install_piped_downloads_agent_zip(linux):
     finally:
         srv.close()
         sa.kill_all(empty)
+
+
+@pytest.mark.parametrize("os_name", ["linux", "macos"])
+def test_install_without_agent_lib_stops_before_touching_anything(tmp_path, os_name):
+    # The scripts source agent_lib.sh from their own dir; install.sh only
+    # after the unzip step, and says so when it is missing.
+    box = Box(tmp_path, os_name)
+    try:
+        (box.inst / "agent_lib.sh").unlink()
+        r = box.run("install.sh", env={"DEVOPS_AUTOSTART": "none"}, check=False)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "agent_lib.sh is missing" in r.stderr
+        assert box.calls() == []
+        assert not (box.inst / "runtime").exists()
+    finally:
+        box.close()
 
 
 # ---------------------------------------------------------------- macos
