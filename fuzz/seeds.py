@@ -44,7 +44,10 @@ def main():
     for num, body in sections(text):
         blocks = re.findall(r"```json\n(.*?)```", body, re.S)
         for i, block in enumerate(blocks):
-            raw = block.strip().encode()
+            # The spec's docker example mounts a cache in root's home
+            # directory; no committed file names a home directory that
+            # exists on a real machine.
+            raw = re.sub(r"/root(?=/)", "/home/ci", block.strip()).encode()
             obj = json.loads(raw)
             name = f"spec-{num.rstrip('.')}-{i}.json"
             if isinstance(obj, dict) and "status" in obj and isinstance(obj["status"], int):
