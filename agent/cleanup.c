@@ -41,12 +41,15 @@ age_of(const struct stat *st)
 }
 
 /*
- * Remove regular files in dir older than max_age_sec whose names pass
- * match (NULL = all). An error on one entry is logged and the scan goes on
- * (W21). Returns the number removed.
+ * Remove the entries of dir older than max_age_sec whose names pass match
+ * (NULL = all): regular files, or with dirs set whole sub-directories. An
+ * error on one entry is logged and the scan goes on (W21). Returns the
+ * number removed. Only for directories build users cannot write (build_tmp
+ * has prune_tree).
  */
 static int
-remove_old(const char *dir, long long max_age_sec, int (*match)(const char *))
+remove_old(const char *dir, long long max_age_sec, int (*match)(const char *),
+    int dirs)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -66,9 +69,10 @@ remove_old(const char *dir, long long max_age_sec, int (*match)(const char *))
 		if (lstat(path, &st) == -1) {
 			if (errno != ENOENT)
 				log_warn("cleanup: stat %s", path);
-		} else if (S_ISREG(st.st_mode) && age_of(&st) > max_age_sec) {
-			if (unlink(path) == -1)
-				log_warn("cleanup: unlink %s", path);
+		} else if ((dirs ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode)) &&
+		    age_of(&st) > max_age_sec) {
+			if ((dirs ? fs_rm_rf(path) : unlink(path)) == -1)
+				log_warn("cleanup: cannot remove %s", path);
 			else
 				n++;
 		}
@@ -171,40 +175,6 @@ prune_tree(const char *dir, long long max_age_sec)
 	return n;
 }
 
-/* Sub-directories of dir older than max_age_sec, removed whole (§9 item 3). */
-static int
-remove_old_dirs(const char *dir, long long max_age_sec)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int n = 0;
-
-	if (d == NULL) {
-		if (errno != ENOENT)
-			log_warn("cleanup: cannot scan %s", dir);
-		return 0;
-	}
-	while ((e = readdir(d)) != NULL) {
-		struct stat st;
-		char *path;
-		if (dot_entry(e->d_name))
-			continue;
-		path = xasprintf("%s/%s", dir, e->d_name);
-		if (lstat(path, &st) == -1) {
-			if (errno != ENOENT)
-				log_warn("cleanup: stat %s", path);
-		} else if (S_ISDIR(st.st_mode) && age_of(&st) > max_age_sec) {
-			if (fs_rm_rf(path) == -1)
-				log_warn("cleanup: cannot remove %s", path);
-			else
-				n++;
-		}
-		free(path);
-	}
-	closedir(d);
-	return n;
-}
-
 /* Start and prepare scripts of builds (§6.9.1). */
 static int
 is_build_script(const char *name)
@@ -219,7 +189,7 @@ cleanup_build_tmp(void)
 {
 	int n = prune_tree("build_tmp", WEEK_SEC);
 
-	n += remove_old(".", WEEK_SEC, is_build_script);
+	n += remove_old(".", WEEK_SEC, is_build_script, 0);
 	if (n > 0)
 		log_info("cleanup: removed %d build_tmp entr%s and build script(s) "
 		    "older than 7 days", n, n == 1 ? "y" : "ies");
@@ -248,9 +218,9 @@ cleanup_run(void *arg)
 	int logs, dirs, tasks;
 
 	(void)arg;
-	logs = remove_old(".", keep, is_hs_err);
-	logs += remove_old("logs", keep, is_log);
-	dirs = remove_old_dirs("docker_workspace/logs", keep);
+	logs = remove_old(".", keep, is_hs_err, 0);
+	logs += remove_old("logs", keep, is_log, 0);
+	dirs = remove_old("docker_workspace/logs", keep, NULL, 1) /* §9 item 3 */;
 	cleanup_build_tmp();
 	tasks = pipeline_prune(keep);
 	log_info("cleanup: round done: %d dump/log file(s), %d docker log dir(s) "
