@@ -948,6 +948,8 @@ static struct timer collect_timer;
 static struct metrics_tags tags;
 static int send_busy, failing;
 static unsigned long long dropped_logged;
+/* Last sequence number of the batch in flight (one POST at a time). */
+static unsigned long long sending_end_seq;
 
 static void send_batch(void);
 
@@ -955,9 +957,9 @@ static void send_batch(void);
 static void
 send_done(struct http_result *r, void *arg)
 {
-	unsigned long long end_seq = *(unsigned long long *)arg;
+	unsigned long long end_seq = sending_end_seq;
 
-	free(arg);
+	(void)arg;
 	send_busy = 0;
 	if (r->ok && r->code >= 200 && r->code < 300) {
 		mbuf_ack(&buffer, end_seq);
@@ -987,16 +989,15 @@ send_done(struct http_result *r, void *arg)
 static void
 send_batch(void)
 {
-	unsigned long long *end_seq;
 	char *body;
 
 	if (send_busy || buffer.count == 0)
 		return;
-	end_seq = xmalloc(sizeof(*end_seq));
-	body = mbuf_batch(&buffer, METRICS_BATCH_MAX, end_seq);
+	/* No per-request allocation: it would leak if the agent exits while
+	 * the POST is in flight (http_shutdown drops it without a callback). */
+	body = mbuf_batch(&buffer, METRICS_BATCH_MAX, &sending_end_seq);
 	if (http_post(WRITE_PATH, "text/plain; charset=utf-8", body, send_done,
-	    end_seq) == -1) {
-		free(end_seq);
+	    NULL) == -1) {
 		log_warnx("metrics: cannot start the POST");
 	} else {
 		send_busy = 1;
