@@ -18,8 +18,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
+#include "util.h"
 
 /** Abort with the failed condition: an invariant of the parser broke. */
 #define FUZZ_ASSERT(cond) do {						\
@@ -51,6 +54,32 @@ LLVMFuzzerInitialize(int *argc, char ***argv)				\
 	(void)argv;							\
 	fuzz_quiet();							\
 	return 0;							\
+}
+
+static char *fuzz_scratch;
+
+/* Remove the scratch directory at exit (libFuzzer and replay both exit()). */
+static inline void
+fuzz_scratch_remove(void)
+{
+	(void)fs_rm_rf(fuzz_scratch);
+}
+
+/**
+ * Create a private scratch directory "<tmpfs or /tmp>/fuzz-<name>-<pid>",
+ * removed at exit. Returns its path (owned here); aborts on failure. tmpfs
+ * when possible: parsers that fsync would be slow on a disk.
+ */
+static inline const char *
+fuzz_scratch_dir(const char *name)
+{
+	const char *base = fs_is_dir("/dev/shm") ? "/dev/shm" : "/tmp";
+
+	fuzz_scratch = xasprintf("%s/fuzz-%s-%ld", base, name, (long)getpid());
+	if (fs_mkdir_p(fuzz_scratch, 0700) == -1)
+		abort();
+	(void)atexit(fuzz_scratch_remove);
+	return fuzz_scratch;
 }
 
 /** Copy data into a new NUL-terminated buffer (caller frees). */

@@ -24,30 +24,19 @@
 
 #define UNPACK_CAP	(16ULL << 20)	/* zip bombs stop here */
 
-static char *scratch, *in, *out, *out_real;
-
-/* Remove the scratch directory at exit. */
-static void
-scratch_remove(void)
-{
-	(void)fs_rm_rf(scratch);
-}
+static const char *scratch;
+static char *in, *out, *out_real;
 
 /* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *base = fs_is_dir("/dev/shm") ? "/dev/shm" : "/tmp";
-
 	(void)argc;
 	(void)argv;
 	fuzz_quiet();
-	scratch = xasprintf("%s/fuzz-archive-%ld", base, (long)getpid());
-	if (fs_mkdir_p(scratch, 0700) == -1)
-		abort();
+	scratch = fuzz_scratch_dir("archive");
 	in = xasprintf("%s/in.zip", scratch);
 	out = xasprintf("%s/out", scratch);
-	(void)atexit(scratch_remove);
 	return 0;
 }
 

@@ -17,30 +17,18 @@
 #include "fuzz.h"
 #include "util.h"
 
-static char *dir, *path;
-
-/* Remove the scratch directory at exit (libFuzzer and replay both exit()). */
-static void
-scratch_remove(void)
-{
-	(void)fs_rm_rf(dir);
-}
+static const char *dir;
+static char *path;
 
 /* One-time set-up before the first input. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *base = fs_is_dir("/dev/shm") ? "/dev/shm" : "/tmp";
-
 	(void)argc;
 	(void)argv;
 	fuzz_quiet();
-	/* tmpfs when possible: config_save fsyncs on every run. */
-	dir = xasprintf("%s/fuzz-properties-%ld", base, (long)getpid());
-	if (fs_mkdir_p(dir, 0700) == -1)
-		abort();
+	dir = fuzz_scratch_dir("properties");	/* config_save fsyncs each run */
 	path = xasprintf("%s/.agent.properties", dir);
-	(void)atexit(scratch_remove);
 	return 0;
 }
 
