@@ -49,10 +49,14 @@ PROGS = $(BIN)/devopsAgent $(BIN)/devopsDaemon $(BIN)/upgrader
 
 all: $(PROGS)
 
-# A fresh Debian machine needs nothing else: install what is missing.
-$(BUILD)/.deps-ok: scripts/dev/install-deps.sh
-	@scripts/dev/install-deps.sh
-	@mkdir -p $(@D) && touch $@
+# A fresh Debian machine needs nothing else: each target first installs the
+# Debian packages of its purpose that are missing (one dpkg-query when none
+# is). They are order-only prerequisites, so they never force a rebuild.
+DEPS = deps-build deps-test deps-analysis deps-fuzz
+$(DEPS):
+	@scripts/dev/install-deps.sh $(@:deps-%=%)
+
+.PHONY: $(DEPS)
 
 $(BUILD)/libcommon.a: $(COMMON_OBJ)
 	@ar rcs $@ $^
@@ -60,7 +64,7 @@ $(BUILD)/libcommon.a: $(COMMON_OBJ)
 $(BUILD)/libagent.a: $(AGENT_LIB_OBJ)
 	@ar rcs $@ $^
 
-$(BUILD)/%.o: %.c $(BUILD)/.deps-ok
+$(BUILD)/%.o: %.c | deps-build
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	@$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
@@ -87,13 +91,13 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libagent.a $(BUILD)/libc
 		$(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
 
 # Unit tests: every tests/unit/test_*.c is one program; the runner sums them.
-unit: $(UNIT_BIN) $(FUZZ_REPLAY)
+unit: $(UNIT_BIN) $(FUZZ_REPLAY) | deps-test
 	@tests/unit/run.sh $(UNIT_BIN) $(FUZZ_REPLAY)
 
-lint:
+lint: | deps-test
 	@tests/lint.sh
 
-integration: all
+integration: all | deps-test
 	AGENT_BIN_DIR=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 check: all unit lint integration
@@ -123,10 +127,10 @@ check-asan:
 VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
 	--errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-check-valgrind: $(UNIT_BIN) $(FUZZ_REPLAY)
+check-valgrind: $(UNIT_BIN) $(FUZZ_REPLAY) | deps-test
 	@UNIT_WRAPPER="$(VALGRIND)" tests/unit/run.sh $(UNIT_BIN) $(FUZZ_REPLAY)
 
-demo: all
+demo: all | deps-test
 	$(PYTHON) tests/demo.py
 
 clean:
@@ -152,14 +156,14 @@ CPPCHECK_FLAGS = --enable=warning,performance,portability --std=c11 \
 	-D_GNU_SOURCE -D__linux__ -Icommon
 TIDY_RUNS = $(ANALYZE_SRC:%=tidy/%)
 
-analyze: $(BUILD)/.deps-ok
+analyze: | deps-analysis
 	@echo "  CPPCHECK $(words $(ANALYZE_SRC)) files"
 	@cppcheck $(CPPCHECK_FLAGS) $(ANALYZE_SRC)
 	@$(MAKE) --no-print-directory -j$(NPROC) tidy
 
 tidy: $(TIDY_RUNS)
 
-$(TIDY_RUNS): tidy/%: $(BUILD)/.deps-ok
+$(TIDY_RUNS): tidy/%: | deps-analysis
 	@echo "  TIDY    $*"
 	@out=$$(clang-tidy --quiet $* -- $(CFLAGS_ALL) -Iagent 2>&1) || \
 		{ printf '%s\n' "$$out" | grep -v 'warnings generated'; exit 1; }
@@ -204,7 +208,7 @@ $(BUILD)/libfuzzer/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h \
 	@$(CC) $(CFLAGS_ALL) -Ifuzz -Iagent -fsanitize=fuzzer $(LDFLAGS_ALL) \
 		-o $@ $< $(BUILD)/libagent.a $(BUILD)/libcommon.a $(LIBS)
 
-fuzz-build:
+fuzz-build: | deps-fuzz
 	@$(FUZZ_MAKE) fuzz-bins
 
 fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/libfuzzer/fuzz_%)

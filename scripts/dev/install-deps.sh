@@ -1,24 +1,67 @@
 #!/bin/sh
-# Install the Debian packages this project builds and tests with.
-# Usage: scripts/dev/install-deps.sh [--check]
+# Install the Debian packages this project builds and tests with, by purpose.
+#
+# Usage: scripts/dev/install-deps.sh [--check] [PURPOSE ...]
+#   PURPOSE  build     compiler, pkg-config and the -dev packages of the libraries
+#            test      build + what `make check` and `make check-valgrind` run
+#            analysis  build + cppcheck and clang-tidy (`make analyze`)
+#            fuzz      build + clang and its sanitizer/libFuzzer runtimes
+#                      (`make fuzz`, `make fuzz-smoke`)
+#            all       every purpose (the default)
 #   --check  only report what is missing; exit 1 if anything is.
+#
+# The Makefile calls it with the purpose of each target, so `make`, `make
+# check`, `make analyze` and `make fuzz-smoke` each install what they need.
+# Packages are installed with --no-install-recommends, so every package a
+# target needs is named here, even one that is only a Recommends elsewhere
+# (libclang-rt-14-dev for clang's -fsanitize=fuzzer is one).
 # Installs with apt-get when run as root, otherwise through sudo when it exists.
 set -eu
 
-pkgs="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libiniparser-dev
-libssl-dev libarchive-dev python3 python3-pytest shellcheck clang cppcheck
-clang-tidy valgrind unzip zip procps"
+pkgs_build="build-essential pkg-config libcurl4-openssl-dev libcjson-dev
+libiniparser-dev libssl-dev libarchive-dev"
+pkgs_test="python3 python3-pytest shellcheck valgrind unzip zip procps curl"
+pkgs_analysis="cppcheck clang-tidy clang"
+pkgs_fuzz="clang libclang-rt-14-dev"
 
+check=0
+purposes=""
+for arg in "$@"; do
+	case $arg in
+	--check) check=1 ;;
+	build | test | analysis | fuzz) purposes="$purposes $arg" ;;
+	all) purposes="$purposes test analysis fuzz" ;;
+	*)
+		echo "install-deps: unknown purpose '$arg' (build, test, analysis, fuzz, all)" >&2
+		exit 2
+		;;
+	esac
+done
+[ -n "$purposes" ] || purposes="test analysis fuzz"
+
+pkgs=$pkgs_build
+for p in $purposes; do
+	case $p in
+	test) pkgs="$pkgs $pkgs_test" ;;
+	analysis) pkgs="$pkgs $pkgs_analysis" ;;
+	fuzz) pkgs="$pkgs $pkgs_fuzz" ;;
+	esac
+done
+
+# One dpkg-query for all of them: cheap enough to run on every make.
+# shellcheck disable=SC2086
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' $pkgs 2>/dev/null |
+	awk '$NF == "installed" { print $1 }') || true
 missing=""
 for p in $pkgs; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-		missing="$missing $p"
+	case " $missing " in *" $p "*) continue ;; esac
+	printf '%s\n' "$installed" | grep -qx "$p" || missing="$missing $p"
 done
 
 if [ -z "$missing" ]; then
 	exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ "$check" -eq 1 ]; then
 	echo "missing packages:$missing" >&2
 	exit 1
 fi
@@ -32,7 +75,6 @@ else
 	echo "install-deps: not root and no sudo; install:$missing" >&2
 	exit 1
 fi
-# shellcheck disable=SC2086
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 # shellcheck disable=SC2086
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
