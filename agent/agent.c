@@ -20,14 +20,18 @@ int64_t
 agent_period(enum period p)
 {
 	static const int64_t normal[P_MAX] = {
+		[P_ASK] = 5000, [P_ASK_WINDOW] = 3000, [P_ASK_PROBE] = 600000,
 		[P_HEARTBEAT] = 10000, [P_BUILD_PULL] = 5000,
-		[P_UPGRADE] = 20000, [P_PIPELINE] = 30000,
+		[P_STATUS_WINDOW] = 3000, [P_UPGRADE] = 20000,
+		[P_PIPELINE] = 30000, [P_PIPELINE_FIRST] = 10000,
 		[P_CLEANUP] = INT64_C(2) * 3600 * 1000, [P_METRICS] = 60000,
 		[P_FINISH_DELAY] = 8000, [P_KILL_GRACE] = 10000,
 	};
 	static const int64_t fast[P_MAX] = {
+		[P_ASK] = 300, [P_ASK_WINDOW] = 0, [P_ASK_PROBE] = 2000,
 		[P_HEARTBEAT] = 1000, [P_BUILD_PULL] = 300,
-		[P_UPGRADE] = 1000, [P_PIPELINE] = 500,
+		[P_STATUS_WINDOW] = 0, [P_UPGRADE] = 1000,
+		[P_PIPELINE] = 500, [P_PIPELINE_FIRST] = 200,
 		[P_CLEANUP] = INT64_C(2) * 3600 * 1000, [P_METRICS] = 1000,
 		[P_FINISH_DELAY] = 0, [P_KILL_GRACE] = 2000,
 	};
@@ -180,6 +184,7 @@ agent_free(void)
 	free(A.ip);
 	free(A.user);
 	free(A.worker_version);
+	free(A.os_version);
 	for (k = 0; k < nitems(A.jdk_version); k++)
 		free(A.jdk_version[k]);
 	cJSON_Delete(A.envs);

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "json.h"
 
 /* Endpoint paths (protocol §7). */
 #define EP_ENV		"/ms/environment/api/buildAgent/agent/thirdPartyAgent"
@@ -26,6 +27,7 @@
 #define EP_FINISH	EP_DISPATCH "/workerBuildFinish"
 #define EP_UPGRADE_NEW	EP_DISPATCH "/upgradeNew"
 #define EP_UPGRADE_END	EP_DISPATCH "/upgrade"
+#define EP_ASK		EP_DISPATCH "/ask"
 
 /* Exit codes (agent-behaviour §3.5). */
 #define EXIT_DAEMON_STOP 88	/* deleted on the server / fatal exit error */
@@ -40,10 +42,15 @@ enum agent_mode {
 
 /* Named loop periods (ms); the test knob DEVOPS_AGENT_TEST_FAST shortens them. */
 enum period {
-	P_HEARTBEAT,		/* 10 s */
-	P_BUILD_PULL,		/* 5 s */
-	P_UPGRADE,		/* 20 s */
-	P_PIPELINE,		/* 30 s (first run after 10 s) */
+	P_ASK,			/* 5 s after the previous answer */
+	P_ASK_WINDOW,		/* 3 s: the server's minimum spacing of asks */
+	P_ASK_PROBE,		/* 10 min: legacy mode tries ask again */
+	P_HEARTBEAT,		/* 10 s (legacy) */
+	P_BUILD_PULL,		/* 5 s (legacy) */
+	P_STATUS_WINDOW,	/* 3 s: the server's minimum spacing of GET status */
+	P_UPGRADE,		/* 20 s (legacy) */
+	P_PIPELINE,		/* 30 s (legacy) */
+	P_PIPELINE_FIRST,	/* 10 s: the first pipeline fetch (legacy) */
 	P_CLEANUP,		/* 2 h */
 	P_METRICS,		/* 60 s */
 	P_FINISH_DELAY,		/* 8 s before a successful finish report */
@@ -67,6 +74,7 @@ struct agent {
 	char		*user;			/* name of the user running the agent */
 	char		*worker_version;	/* "" when unknown */
 	char		*jdk_version[3];	/* java -version lines; NULL = no JDK */
+	char		*os_version;		/* props.osVersion (osversion.c) */
 
 	int		 started;		/* startup call succeeded */
 	cJSON		*envs;			/* heartbeat envs object, or NULL */
@@ -106,6 +114,16 @@ void agent_set_mode(enum agent_mode m);
 /** Called when the last build is gone: finishes drain/uninstall. */
 void agent_maybe_finish(void);
 
+/* osversion.c */
+/**
+ * props.osVersion as GoAgent HEAD sends it (bk-ci A/pkg/config/
+ * config_linux.go): on Linux a JSON text of the os-release fields Name,
+ * Version, ID, IDLike, PrettyName, VersionID plus uname's KernelVersion and
+ * Architecture; on macOS "<ProductVersion>;<kern.osrelease>". New string,
+ * "" when unknown.
+ */
+char *os_version_detect(void);
+
 /* host.c */
 /** Detect host name, IP, OS, arch and user into A. */
 void host_detect(void);
@@ -121,7 +139,56 @@ void host_jdk_sync(int force);
 /** The JDK version as a JSON array (3 strings, or [] when unknown). */
 cJSON *host_jdk_json(void);
 
-/* startup / heartbeat (heartbeat.c) */
+/* poll.c: the server poll (ask or legacy loops); see poll.c's header. */
+enum poll_mode { POLL_ASK, POLL_LEGACY };
+/**
+ * Arm the startup call (retried with backoff 1 s doubling to 60 s until the
+ * server answers status 0). Nothing else is sent before that: then the
+ * outbox, the pipeline reports, the metrics and the poll in the mode that
+ * devops.agent.poll.mode chooses ("auto": ask, falling back to the legacy
+ * loops on a server that answers 404) start.
+ */
+void poll_start(void);
+/**
+ * A build slot freed or a gate opened: poll for work again as soon as the
+ * server's rate window allows (3 s after the previous ask or GET status),
+ * and no sooner.
+ */
+void poll_kick(void);
+/** The poll mode in use (POLL_ASK until a 404 says otherwise). */
+enum poll_mode poll_mode(void);
+
+/** The parts of an ask answer (bk-ci ThirdPartyAskResp). */
+enum ask_part { ASK_HEARTBEAT, ASK_BUILD, ASK_UPGRADE, ASK_PIPELINE, ASK_DEBUG,
+	ASK_PARTS };
+/** What an ask answer says as a whole. */
+enum ask_verdict {
+	ASK_OK,			/* status 0: the parts are in part[] */
+	ASK_UNSUPPORTED,	/* HTTP 404 or status 404: a server before ask */
+	ASK_TOO_FREQUENT,	/* status != 0, "request too frequently" (3 s window) */
+	ASK_REFUSED,		/* any other status != 0 ("data is null", ...) */
+	ASK_BAD,		/* not an envelope, or data not an object */
+};
+struct ask_answer {
+	struct envelope	 env;			/* owns the parse tree */
+	const cJSON	*part[ASK_PARTS];	/* borrowed from env; NULL when absent or null */
+};
+/**
+ * Decode an ask answer (bk-ci DA/pojo/thirdpartyagent/ThirdPartyAskInfo.kt
+ * ThirdPartyAskResp in an AgentResult; a pre-ask server answers HTTP 404
+ * with {"status":404,...}, CW/handler/NotFoundExceptionMapper.kt).
+ * http_code: the HTTP status; body: len bytes. Fills a (free with
+ * ask_answer_free, whatever the verdict) and returns the verdict; err
+ * (errlen bytes) says why for ASK_TOO_FREQUENT, ASK_REFUSED and ASK_BAD.
+ * Each part is only located, not checked: its handler decodes it, so a part
+ * of the wrong type costs that part only. No side effects (fuzz_ask).
+ */
+int ask_answer_parse(long http_code, const char *body, size_t len,
+    struct ask_answer *a, char *err, size_t errlen);
+/** Free what ask_answer_parse holds; a is zeroed. */
+void ask_answer_free(struct ask_answer *a);
+
+/* heartbeat.c: the heartbeat part */
 /** A decoded heartbeat response (protocol §7.3 HeartbeatResponse). */
 struct hb_response {
 	char	*agent_status;		/* NULL when absent */
@@ -130,33 +197,60 @@ struct hb_response {
 	char	*gateway, *file_gateway, *language;	/* NULL when absent */
 	int	 keep_hours, has_keep_hours;		/* props.keepLogsHours */
 	char	*ignore_local_ips;			/* props.ignoreLocalIps */
+	int	 enable_pipeline, has_enable_pipeline;	/* props.enablePipeline */
 	cJSON	*envs;			/* owned copy of envs, or NULL */
 };
 /**
- * Decode the data object of a heartbeat answer with Go's rules (keys
- * case-insensitive, absent = zero, any type mismatch fails the whole
- * decode, envs values must be strings). Returns 0 and fills r (free with
- * heartbeat_response_free), or -1 with r empty.
+ * Decode the data object of a heartbeat answer (legacy newHeartbeat data,
+ * or the ask answer's heartbeat part: bk-ci AskHeartbeatResponse) with Go's
+ * rules (keys case-insensitive, absent = zero, any type mismatch fails the
+ * whole decode, envs values must be strings). Returns 0 and fills r (free
+ * with heartbeat_response_free), or -1 with r empty.
  */
 int heartbeat_parse(const cJSON *data, struct hb_response *r);
 /** Free what heartbeat_parse allocated; r is zeroed. */
 void heartbeat_response_free(struct hb_response *r);
-/** Start the startup call (retried with backoff) and the heartbeat loop. */
-void heartbeat_start(void);
+/**
+ * The heartbeat body (bk-ci NewHeartbeatInfo: the legacy newHeartbeat body
+ * and the ask's heartbeat part), with props.osVersion and lower-camel
+ * errorExitData {errorEnum, message} when an exit error is pending. New
+ * object, caller deletes.
+ */
+cJSON *heartbeat_request(void);
+/**
+ * Apply a heartbeat answer (data: borrowed): DELETE starts the uninstall
+ * path; otherwise counts, gateways, language, envs, props are merged and
+ * persisted. Returns 0, or -1 when data does not decode (nothing applied).
+ */
+int heartbeat_handle(const cJSON *data);
+/** The server deleted this agent: uninstall once running builds are done. */
+void heartbeat_deleted(void);
 
-/* builds (build.c) */
-/** Load the build journal, re-adopt running workers, start the pull loop. */
-void build_start_loop(void);
+/* build.c: the build part */
+/** Load the build journal and re-adopt or report its builds. */
+void build_start(void);
+/** Why no build may be claimed now (mode, startup, lock, upgrade, cap), or NULL. */
+const char *build_gate(void);
+/** askEnable.build / buildType: "BINARY" when a build may be claimed, else "NONE". */
+const char *build_ask_type(void);
+/**
+ * A build the server handed over (ask build part or legacy pull data;
+ * borrowed, copied). It is journaled and started, or reported as failed,
+ * whatever the gates say: the server already marked it running. A build
+ * whose ids cannot be read cannot be reported and is logged as dropped.
+ * Returns 1 when claimed, -1 when dropped.
+ */
+int build_handle(const cJSON *data);
 /** Builds that count against the cap (claimed or running). */
 int build_active_count(void);
 /** Builds known at all (active or waiting to report). */
 int build_total_count(void);
 /** Heartbeat taskList: array of running builds, or NULL when none. */
 cJSON *build_task_list(void);
-/** Try to claim again now (a slot freed or a gate opened). */
-void build_kick(void);
-/** On SIGTERM: try each pending finish report once within budget_ms. */
-void build_flush_reports(int budget_ms);
+/** Arm every finish report that waits for nothing (after startup). */
+void outbox_kick(void);
+/** On exit: try each pending finish report once within budget_ms. */
+void outbox_flush(int budget_ms);
 
 /* cleanup.c */
 /** Start the cleanup loop (at start, then every 2 h; §9). */
@@ -164,14 +258,20 @@ void cleanup_start(void);
 /** After each build: old build_tmp files and start scripts (§6.9.1). */
 void cleanup_build_tmp(void);
 
-/* pipeline.c */
+/* pipeline.c: the pipeline part */
 /**
- * Start the pipeline loop when devops.pipeline.enable is true (§8: first
- * run after 10 s, then every 30 s): COMMAND items run on the executor
- * (common/executor.h) in devops.pipeline.workspace; results from before a
- * restart that were not reported yet are queued for reporting first.
+ * Open the executor when devops.pipeline.enable is true: COMMAND items run
+ * on it (common/executor.h) in devops.pipeline.workspace; results from
+ * before a restart that were not reported yet are queued for reporting
+ * (sent once startup is acknowledged).
  */
 void pipeline_start(void);
+/** 1 when a pipeline item may be taken now (enabled, no task running). */
+int pipeline_wanted(void);
+/** A pending pipeline item (protocol §7.9; data borrowed). */
+void pipeline_handle(const cJSON *data);
+/** Startup acknowledged: send the queued status updates. */
+void pipeline_kick_reports(void);
 /**
  * Agent exit: stop running tasks (they end as FAILURE) and try the pending
  * status updates once, all within budget_ms; the rest is reported at the
@@ -191,13 +291,36 @@ int pipeline_prune(long long max_age_sec);
  */
 void metrics_start(void);
 
-/* upgrade.c */
+/* upgrade.c: the upgrade part */
+/** Init the upgrade state (timers); no request is made. */
+void upgrade_init(void);
 /**
- * Start the upgrade loop (§7.1: every 20 s, skipped in debug mode and while
- * any build exists). An agent/daemon upgrade ends this process (exit 0)
- * after handing runtime/total-lock.lock to tmp/upgrader (docs/upgrader.md).
+ * askEnable.upgrade (bk-ci A/pkg/agent/ask.go): 1 unless in debug mode,
+ * not running normally, any build exists, an attempt runs, or a refused
+ * foreign agent binary is cooling down.
  */
-void upgrade_start(void);
+int upgrade_wanted(void);
+/** An attempt runs (askEnable.build is then NONE). */
+int upgrade_running(void);
+/** The upgrade check body {workerVersion, goAgentVersion, jdkVersion, dockerInitFileInfo}; new object. */
+cJSON *upgrade_request(void);
+/**
+ * An UpgradeItem {agent, worker, jdk, dockerInitFile} from the server
+ * (borrowed). Nothing asked: nothing happens. Otherwise the attempt runs,
+ * unless refuse (a reason) is given or an upgrade may not run now: then
+ * DELETE upgrade?success=false is sent at once, so the server's 60 s
+ * "upgrading" mark does not hold back jobs. An agent/daemon upgrade ends
+ * this process (exit 0) after handing runtime/total-lock.lock to
+ * tmp/upgrader (docs/upgrader.md).
+ */
+void upgrade_handle(const cJSON *item, const char *refuse);
+/**
+ * Decode an UpgradeItem object: want[4] (agent, worker, jdk,
+ * dockerInitFile) 0 or 1; absent keys are 0. Returns 1 when anything is
+ * asked, 0 when nothing is, -1 when item is not an object or a key is not a
+ * bool (err says why; want all 0).
+ */
+int upgrade_item_parse(const cJSON *item, int want[4], char *err, size_t errlen);
 /**
  * Decode the upgrade check answer (protocol §7.4: an AgentResult whose data
  * is an UpgradeItem; bk-ci BuildAgentThirdPartyAgentUpgradeResource

@@ -1,5 +1,7 @@
 /*
- * build.h - one build (a claimed job) from claim to acknowledged finish.
+ * build.h - one build (a claimed job) from claim to acknowledged finish, and
+ * the interface between the files that share it: build.c (life cycle),
+ * worker.c (launch), journal.c (on disk) and outbox.c (finish reports).
  *
  * Life cycle, each step journaled to runtime/builds/<buildId>_<vmSeqId>.json
  * by an atomic rewrite before it takes effect (docs/durability.md):
@@ -27,6 +29,8 @@
 #define ERR_BUILD_PROCESS_START	2128044
 #define ERR_PREPARE_SCRIPT	2128045
 #define ERR_DOCKER_OS		2128046
+
+#define BUILD_TMP	"build_tmp"	/* worker temp and error files */
 
 enum build_state { B_CLAIMED, B_RUNNING, B_FINISHED };
 
@@ -101,6 +105,61 @@ char *build_start_script(const char *shell, const char *java,
 
 /** Text of the prepare script: "#!<shell>\nexec <shell> -l '<start>'". */
 char *build_prepare_script(const char *shell, const char *start_script);
+
+/**
+ * The eight ThirdPartyBuildInfo keys of info in wire order (protocol
+ * Appendix B; bk-ci ThirdPartyBuildInfo.kt), absent strings "" and absent
+ * dockerBuildInfo/executeCount null. New object, caller deletes.
+ */
+cJSON *build_info_obj(const cJSON *info);
+
+/* ---- the table (build.c) */
+/** First build of the table (then ->next), or NULL. Borrowed. */
+struct build *build_first(void);
+/** The build journaled at path, or NULL. Borrowed. */
+struct build *build_by_journal(const char *path);
+/**
+ * New table entry for a claimed build (journal NULL: a fresh journal path)
+ * or a journaled one (journal: its file, copied). Takes ownership of info,
+ * which must have passed build_info_check. Never NULL.
+ */
+struct build *build_new(cJSON *info, const char *journal);
+/** Unlink b from the table and free it and its timers and fds. */
+void build_free(struct build *b);
+/**
+ * The outcome of b is known: journal it, remove its scripts and queue the
+ * finish report (after P_FINISH_DELAY on success, as GoAgent's 8 s).
+ * msg copied; code is the workerBuildFinish errorCode (ignored on success).
+ */
+void build_finish(struct build *b, int success, const char *msg, int code);
+/** child_watch callback of a worker we started: arg is its struct build. */
+void build_worker_exited(pid_t pid, int status, void *arg);
+
+/* ---- the worker (worker.c) */
+/**
+ * Start the worker of a claimed, journaled build b: on success b is
+ * RUNNING and journaled with pid, start time and cgroup; on any failure b
+ * is finished as failed with the reason (never left CLAIMED).
+ */
+void worker_launch(struct build *b);
+
+/* ---- the journal (journal.c), runtime/builds/<key>[.<n>].json */
+/** Rewrite b's entry atomically (mode 0600). 0, or -1 (logged). */
+int journal_write(struct build *b);
+/** Delete b's entry (a missing file is fine; other errors are logged). */
+void journal_remove(const struct build *b);
+/** Journal path for a new build of key; new string, caller frees. */
+char *journal_path_new(const char *key);
+/**
+ * Read every entry: each valid one becomes a table entry (build_new) handed
+ * to recover; an unreadable or invalid one is renamed <file>.corrupt with a
+ * log line saying why. Files bigger than 1 MiB count as corrupt.
+ */
+void journal_load(void (*recover)(struct build *b));
+
+/* ---- the outbox (outbox.c) */
+/** The report timer's callback (arg: struct build); sends when due. */
+void outbox_send(void *arg);
 
 struct envlist;
 /**

@@ -1,6 +1,9 @@
 /*
- * heartbeat.c - the startup call (retried until it succeeds) and the 10 s
- * heartbeat (protocol §7.1, §7.3; agent-behaviour §5.1, §5.4).
+ * heartbeat.c - the heartbeat part of the poll: the body the agent sends
+ * (legacy newHeartbeat, or the ask's heartbeat part) and what the server's
+ * answer changes (protocol §7.3; agent-behaviour §5.4; bk-ci
+ * src/agent/agent/src/pkg/agent/heartbeat.go, ask.go). poll.c decides when
+ * and how it travels.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,79 +16,15 @@
 #include "log.h"
 #include "util.h"
 
-static struct timer startup_timer, heartbeat_timer;
-static int64_t startup_backoff;
-static int heartbeat_busy;
-static int heartbeat_reported;	/* the heartbeat in flight carries errorExitData */
-
-static void startup_send(void *arg);
-
-/* Log a failed call in one line: transport error, HTTP code, or envelope. */
-static void
-log_call_failure(const char *what, const struct http_result *r,
-    const struct envelope *env, const char *err)
+/* The heartbeat body (agent.h). */
+cJSON *
+heartbeat_request(void)
 {
-	if (!r->ok)
-		log_warnx("%s failed: %s", what, r->error);
-	else if (err != NULL)
-		log_warnx("%s failed: HTTP %ld, %s", what, r->code, err);
-	else
-		log_warnx("%s failed: HTTP %ld, status %lld: %s", what, r->code,
-		    env->status, env->message ? env->message : "(no message)");
-}
-
-/* Startup answered: done, or retry with backoff (1 s doubling to 60 s). */
-static void
-startup_done(struct http_result *r, void *arg)
-{
-	char err[300], *st = NULL;
-
-	(void)arg;
-	if (r->ok && envelope_data_str(r->body, r->len, &st, err, sizeof(err)) == 0) {
-		log_info("startup reported: agent status %s", st ? st : "");
-		free(st);
-		A.started = 1;
-		build_kick();
-		return;
-	}
-	log_call_failure("startup", r, NULL, r->ok ? err : NULL);
-	startup_backoff = startup_backoff ? startup_backoff * 2 : 1000;
-	if (startup_backoff > 60000)
-		startup_backoff = 60000;
-	if (A.fast && startup_backoff > 1000)
-		startup_backoff = 1000;
-	log_info("startup: retrying in %lld ms", (long long)startup_backoff);
-	timer_set(&startup_timer, startup_backoff);
-}
-
-/* POST startup (hostname, IP, OS, versions). */
-static void
-startup_send(void *arg)
-{
-	cJSON *b = cJSON_CreateObject();
-	char *body;
-
-	(void)arg;
-	json_add_str(b, "hostname", A.hostname);
-	json_add_str(b, "hostIp", A.ip);
-	json_add_str(b, "detectOS", A.os);
-	json_add_str(b, "masterVersion", AGENT_VERSION);
-	json_add_str(b, "version", A.worker_version);
-	body = json_print(b);
-	cJSON_Delete(b);
-	if (http_json("POST", EP_STARTUP, body, startup_done, NULL) == -1) {
-		log_warnx("startup: cannot start request");
-		timer_set(&startup_timer, 1000);
-	}
-	free(body);
-}
-
-/* The newHeartbeat request body (§7.3). */
-static char *
-heartbeat_body(void)
-{
+	static int first = 1;
 	cJSON *b = cJSON_CreateObject(), *props, *dock, *tasks;
-	char *body;
+
+	host_jdk_sync(first);
+	first = 0;
 
 	json_add_str(b, "masterVersion", AGENT_VERSION);
 	json_add_str(b, "slaveVersion", A.worker_version);
@@ -105,6 +44,7 @@ heartbeat_body(void)
 	dock = cJSON_AddObjectToObject(props, "dockerInitFileMd5");
 	json_add_str(dock, "fileMd5", "");
 	cJSON_AddBoolToObject(dock, "needUpgrade", 0);
+	json_add_str(props, "osVersion", A.os_version ? A.os_version : "");
 	cJSON_AddNumberToObject(b, "dockerParallelTaskCount",
 	    A.cfg.docker_parallel_task_count);
 	cJSON_AddArrayToObject(b, "dockerTaskList");
@@ -115,9 +55,7 @@ heartbeat_body(void)
 	} else {
 		cJSON_AddNullToObject(b, "errorExitData");
 	}
-	body = json_print(b);
-	cJSON_Delete(b);
-	return body;
+	return b;
 }
 
 /* Free a decoded heartbeat answer. */
@@ -152,8 +90,13 @@ heartbeat_parse(const cJSON *d, struct hb_response *r)
 	    json_get_obj(d, "props", &props) == -1 ||
 	    json_get_obj(d, "envs", &envs) == -1 ||
 	    json_get_int(props, "keepLogsHours", &r->keep_hours, &r->has_keep_hours) == -1 ||
+	    json_get_bool(props, "enablePipeline", &r->enable_pipeline) == -1 ||
 	    json_get_str(props, "ignoreLocalIps", &r->ignore_local_ips) == -1)
 		goto fail;
+	/* HEAD reads a missing key as false; we change nothing then. */
+	r->has_enable_pipeline = props != NULL &&
+	    json_get(props, "enablePipeline") != NULL &&
+	    !cJSON_IsNull(json_get(props, "enablePipeline"));
 	if (envs != NULL) {
 		cJSON_ArrayForEach(it, envs)
 			if (!cJSON_IsString(it) && !cJSON_IsNull(it))
@@ -193,7 +136,7 @@ heartbeat_apply(struct hb_response *r)
 		    A.cfg.parallel_task_count, r->parallel);
 		A.cfg.parallel_task_count = r->parallel;
 		changed = 1;
-		build_kick();
+		poll_kick();
 	} else if (r->has_parallel && r->parallel <= 0 &&
 	    r->parallel != A.cfg.parallel_task_count) {
 		log_warnx("heartbeat: ignoring parallelTaskCount %d (keeping %d)",
@@ -222,6 +165,15 @@ heartbeat_apply(struct hb_response *r)
 		changed = ip_changed = 1;
 	if (adopt_str(&A.cfg.language, r->language))
 		changed = 1;
+	/* HEAD: props.enablePipeline turns the pipeline part on or off. */
+	if (r->has_enable_pipeline && r->enable_pipeline != A.cfg.pipeline_enable) {
+		log_info("heartbeat: devops.pipeline.enable -> %s",
+		    r->enable_pipeline ? "true" : "false");
+		A.cfg.pipeline_enable = r->enable_pipeline;
+		changed = 1;
+		if (A.cfg.pipeline_enable)
+			pipeline_start();
+	}
 	cJSON_Delete(A.envs);
 	A.envs = r->envs;
 	r->envs = NULL;
@@ -231,85 +183,30 @@ heartbeat_apply(struct hb_response *r)
 		host_detect_ip();
 }
 
-/* Heartbeat answered: DELETE -> uninstall; else merge the settings. */
-static void
-heartbeat_done(struct http_result *r, void *arg)
-{
-	struct envelope env;
-	struct hb_response hb;
-	char err[160];
-	int reported_error = heartbeat_reported;
-
-	(void)arg;
-	heartbeat_busy = 0;
-	timer_set(&heartbeat_timer, agent_period(P_HEARTBEAT));
-	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
-		log_call_failure("heartbeat", r, NULL, r->ok ? err : NULL);
-		return;
-	}
-	if (env.status != 0 || env.data == NULL || !cJSON_IsObject(env.data)) {
-		if (env.status == 0)
-			log_warnx("heartbeat: response without a data object");
-		else
-			log_call_failure("heartbeat", r, &env, NULL);
-		envelope_free(&env);
-		return;
-	}
-	if (heartbeat_parse(env.data, &hb) == -1) {
-		log_warnx("heartbeat: response has a field of the wrong type; ignored");
-		envelope_free(&env);
-		return;
-	}
-	envelope_free(&env);
-	log_debug("heartbeat ok: status %s", hb.agent_status ? hb.agent_status : "-");
-	if (hb.agent_status != NULL && strcmp(hb.agent_status, "DELETE") == 0) {
-		log_warnx("heartbeat: the server deleted this agent; uninstalling "
-		    "once running builds are done");
-		heartbeat_response_free(&hb);
-		agent_set_mode(MODE_UNINSTALL);
-		return;
-	}
-	heartbeat_apply(&hb);
-	heartbeat_response_free(&hb);
-	if (reported_error) {
-		/* HEAD's rule (§5.6): report the fatal condition once, then stop. */
-		log_error("exit error %s reported; exiting with %d",
-		    A.exit_error_enum, EXIT_DAEMON_STOP);
-		A.exit_code = EXIT_DAEMON_STOP;
-		agent_set_mode(MODE_STOP);
-	}
-}
-
-/* Send one heartbeat (first run also syncs the JDK version). */
-static void
-heartbeat_send(void *arg)
-{
-	static int first = 1;
-	char *body;
-
-	(void)arg;
-	if (heartbeat_busy)
-		return;
-	host_jdk_sync(first);
-	first = 0;
-	body = heartbeat_body();
-	/* At most one heartbeat is in flight (heartbeat_busy): no heap arg,
-	 * which a shutdown with the request pending would leak. */
-	heartbeat_reported = A.exit_error_enum != NULL;
-	if (http_json("POST", EP_HEARTBEAT, body, heartbeat_done, NULL) == -1) {
-		timer_set(&heartbeat_timer, agent_period(P_HEARTBEAT));
-	} else {
-		heartbeat_busy = 1;
-	}
-	free(body);
-}
-
-/* Arm the startup call and the heartbeat loop. */
+/* The server deleted this agent (agent.h). */
 void
-heartbeat_start(void)
+heartbeat_deleted(void)
 {
-	timer_init(&startup_timer, "startup", startup_send, NULL);
-	timer_init(&heartbeat_timer, "heartbeat", heartbeat_send, NULL);
-	timer_set(&startup_timer, 0);
-	timer_set(&heartbeat_timer, 0);
+	if (A.mode == MODE_UNINSTALL || A.mode == MODE_STOP)
+		return;
+	log_warnx("heartbeat: the server deleted this agent; uninstalling "
+	    "once running builds are done");
+	agent_set_mode(MODE_UNINSTALL);
+}
+
+/* Apply a heartbeat answer (agent.h). */
+int
+heartbeat_handle(const cJSON *data)
+{
+	struct hb_response hb;
+
+	if (heartbeat_parse(data, &hb) == -1)
+		return -1;
+	log_debug("heartbeat ok: status %s", hb.agent_status ? hb.agent_status : "-");
+	if (hb.agent_status != NULL && strcmp(hb.agent_status, "DELETE") == 0)
+		heartbeat_deleted();
+	else
+		heartbeat_apply(&hb);
+	heartbeat_response_free(&hb);
+	return 0;
 }

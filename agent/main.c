@@ -209,6 +209,7 @@ main(int argc, char *argv[])
 		fatal("cannot install signal handlers");
 
 	host_detect();
+	A.os_version = os_version_detect();
 	(void)fs_mkdir_p("build_tmp", 0777);
 	A.worker_version = host_worker_version("worker-agent.jar", A.workdir);
 	log_info("host %s, ip %s, %s/%s, user %s, worker %s, jdk %s",
@@ -216,17 +217,17 @@ main(int argc, char *argv[])
 	    *A.worker_version ? A.worker_version : "(unknown)",
 	    A.cfg.jdk_dir_resolved);
 
-	heartbeat_start();
-	build_start_loop();
+	/* Local work first; the poll sends nothing before startup succeeds. */
+	build_start();
 	cleanup_start();
 	pipeline_start();
-	metrics_start();
-	upgrade_start();
+	upgrade_init();
+	poll_start();
 	ev_run();
 
 	/* Exit path: one more try at pending finish reports (outbox). */
 	pipeline_stop(3000);
-	build_flush_reports(3000);
+	outbox_flush(3000);
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",
 	    A.exit_code, build_total_count());
 	lock_release(lockfd);

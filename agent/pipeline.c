@@ -1,11 +1,11 @@
 /*
- * pipeline.c - the pipeline loop (agent-behaviour §8; protocol §7.9, §7.10)
- * on the safe executor (common/executor.h, docs/pipeline.md).
+ * pipeline.c - the pipeline part of the poll (agent-behaviour §8; protocol
+ * §7.9, §7.10) on the safe executor (common/executor.h, docs/pipeline.md).
  *
- * First run 10 s after start, then 30 s after the previous run finished
- * (a task's end counts as the end of its run, as in GoAgent, whose loop
- * waits for the script). GET agents/pipelines; a COMMAND item gets PUT
- * EXECUTING, runs on the executor, then PUT SUCCESS, FAILURE or TIMEOUT.
+ * poll.c fetches an item (the ask's pipeline part, or GET agents/pipelines
+ * every 30 s in legacy mode, the first after 10 s) while no task runs
+ * (pipeline_wanted). A COMMAND item gets PUT EXECUTING, runs on the
+ * executor, then PUT SUCCESS, FAILURE or TIMEOUT.
  * Unlike GoAgent (W16): a blank command or a wrong type is a FAILURE and the
  * loop lives on; scripts have a timeout, a bounded output and run as
  * devops.slave.user; results are persisted and every PUT goes through an
@@ -29,8 +29,6 @@
 #include "util.h"
 
 #define TAG			"pipeline"
-#define FIRST_DELAY_MS		10000
-#define FIRST_DELAY_FAST_MS	200
 #define PUT_MAX_REJECTS		5	/* well-formed refusals before giving up */
 
 /* One status update waiting in the outbox (protocol §7.10). */
@@ -44,9 +42,9 @@ struct put {
 };
 
 static struct executor *ex;
-static struct timer poll_timer, put_timer;
+static struct timer put_timer;
 static struct put *outbox;
-static int poll_busy, put_busy, stopping;
+static int put_busy, stopping, start_failed;
 static int64_t put_backoff;
 
 /* ------------------------------------------------------------ outbox */
@@ -55,8 +53,16 @@ static int64_t put_backoff;
 static void
 put_kick(void)
 {
-	if (!put_busy && outbox != NULL)
+	if (!put_busy && outbox != NULL && A.started)
 		timer_set(&put_timer, 0);
+}
+
+/* Startup acknowledged: the queued updates may go (agent.h). */
+void
+pipeline_kick_reports(void)
+{
+	if (ex != NULL)
+		put_kick();
 }
 
 /*
@@ -190,7 +196,7 @@ put_send(void *arg)
 	char *body;
 
 	(void)arg;
-	if (p == NULL || put_busy)
+	if (p == NULL || put_busy || !A.started)
 		return;
 	o = cJSON_CreateObject();
 	json_add_str(o, "seqId", p->seq_id);
@@ -233,7 +239,7 @@ task_done(struct exec_result *res, void *arg)
 	report_result(res);
 	exec_result_free(res);
 	if (!stopping)
-		timer_set(&poll_timer, agent_period(P_PIPELINE));
+		poll_kick();
 }
 
 /* Recovery callback: a result from before the restart, not reported yet. */
@@ -401,50 +407,34 @@ out:
 	return started;
 }
 
-/* GET agents/pipelines answered. */
-static void
-poll_done(struct http_result *r, void *arg)
+/* 1 when a pipeline item may be taken now (agent.h). */
+int
+pipeline_wanted(void)
 {
-	struct envelope env;
-	char err[160];
-	int started = 0;
-
-	(void)arg;
-	poll_busy = 0;
-	if (stopping)
-		return;
-	if (!r->ok || envelope_parse(r->body, r->len, &env, err, sizeof(err)) == -1) {
-		log_warnx("pipeline: fetch failed: %s", r->ok ? err : r->error);
-	} else {
-		if (env.status != 0)
-			log_warnx("pipeline: fetch: status %lld: %s", env.status,
-			    env.message ? env.message : "(no message)");
-		else if (env.data != NULL && !cJSON_IsObject(env.data))
-			log_warnx("pipeline: fetch: data is not an object; skipped");
-		else if (env.data != NULL)
-			started = item_handle(env.data);
-		envelope_free(&env);
-	}
-	/* While a task runs, its end re-arms the loop (task_done). */
-	if (!started)
-		timer_set(&poll_timer, agent_period(P_PIPELINE));
+	if (!A.cfg.pipeline_enable || stopping || A.mode != MODE_RUN)
+		return 0;
+	if (ex == NULL)
+		pipeline_start();
+	return ex != NULL && exec_running(ex) == 0;
 }
 
-/* Loop tick: fetch the next pending item unless a task is still running. */
-static void
-poll_tick(void *arg)
+/* A pending pipeline item arrived (agent.h). */
+void
+pipeline_handle(const cJSON *data)
 {
-	(void)arg;
-	if (stopping || poll_busy || exec_running(ex) > 0)
+	if (ex == NULL || stopping) {
+		log_warnx("pipeline: item received while the pipeline executor is "
+		    "off; ignored (the server serves it again)");
 		return;
-	poll_busy = 1;
-	if (http_json("GET", EP_PIPELINES, NULL, poll_done, NULL) == -1) {
-		poll_busy = 0;
-		timer_set(&poll_timer, agent_period(P_PIPELINE));
 	}
+	if (!cJSON_IsObject(data)) {
+		log_warnx("pipeline: fetch: data is not an object; skipped");
+		return;
+	}
+	(void)item_handle(data);
 }
 
-/* Start the loop: executor, recovery, first fetch after 10 s. */
+/* Open the executor and recover its results (agent.h); idempotent. */
 void
 pipeline_start(void)
 {
@@ -452,8 +442,10 @@ pipeline_start(void)
 	char err[512];
 	int n;
 
+	if (ex != NULL || start_failed)
+		return;
 	if (!A.cfg.pipeline_enable) {
-		log_info("pipeline loop off (devops.pipeline.enable=false)");
+		log_info("pipeline executor off (devops.pipeline.enable=false)");
 		return;
 	}
 	memset(&c, 0, sizeof(c));
@@ -463,17 +455,16 @@ pipeline_start(void)
 	c.kill_grace_ms = agent_period(P_KILL_GRACE);
 	if ((ex = exec_new(&c, err, sizeof(err))) == NULL) {
 		log_error("pipeline loop off: %s", err);
+		start_failed = 1;
 		return;
 	}
-	timer_init(&poll_timer, "pipeline", poll_tick, NULL);
 	timer_init(&put_timer, "pipeline-put", put_send, NULL);
 	n = exec_recover(ex, TAG, task_recovered, NULL);
-	log_info("pipeline loop on: workspace %s, timeout %lld s, %s%s; %d "
+	log_info("pipeline executor on: workspace %s, timeout %lld s, %s%s; %d "
 	    "result(s) from before the restart to report", exec_workspace(ex),
 	    A.cfg.pipeline_timeout_sec, c.allowlist && *c.allowlist ?
 	    "scripts must be in the allow-list " : "no allow-list",
 	    c.allowlist && *c.allowlist ? c.allowlist : "", n);
-	timer_set(&poll_timer, A.fast ? FIRST_DELAY_FAST_MS : FIRST_DELAY_MS);
 }
 
 /* Agent exit: stop tasks, one more try at the outbox. */
@@ -485,7 +476,6 @@ pipeline_stop(int64_t budget_ms)
 	if (ex == NULL)
 		return;
 	stopping = 1;
-	timer_cancel(&poll_timer);
 	if (exec_running(ex) > 0) {
 		log_info("pipeline: stopping %d running task(s)", exec_running(ex));
 		exec_shutdown(ex, budget_ms / 2);

@@ -1,10 +1,14 @@
 /*
- * upgrade.c - the upgrade loop (agent-behaviour §7.1-7.4; protocol §7.4-7.6).
+ * upgrade.c - the upgrade part of the poll (agent-behaviour §7.1-7.4;
+ * protocol §7.4-7.6; bk-ci src/agent/agent/src/pkg/upgrade/upgrade.go).
  *
- * One attempt every 20 s while no build exists and not in debug mode:
+ * poll.c asks for an upgrade decision (ask's upgrade part, or upgradeNew
+ * every 20 s in legacy mode) while upgrade_wanted() says one may run: not in
+ * debug mode, no build, no attempt running. The answer comes to
+ * upgrade_handle():
  *
- *   CHECK     POST upgradeNew {workerVersion, goAgentVersion, jdkVersion,
- *             dockerInitFileInfo}; nothing asked -> done, no finish call
+ *   CHECK     the UpgradeItem; nothing asked -> done, no finish call; a
+ *             refusal (a build arrived with it) -> DELETE success=false
  *   DOWNLOAD  each asked file into tmp/ (eTag = md5 of the previous download,
  *             304 keeps it); md5 streamed, file renamed into place only when
  *             X-Checksum-Md5 matches; connect timeout + low-speed abort, so a
@@ -70,7 +74,9 @@
 #define STALL_SEC_FAST	5
 #define LOCK_RETRY_MS	100	/* total-lock busy (daemon cycle): retry */
 #define LOCK_TRIES	100	/* ... for at most 10 s */
-#define PROBE_MS	15000	/* `tmp/devopsAgent version`, `java -version` */
+#define PROBE_MS	15000
+#define BIN_MAX_BYTES	(256 * 1024 * 1024)	/* a downloaded binary, read whole */
+#define FOREIGN_COOLDOWN_MS	(3600 * 1000)	/* no upgrade check after a refusal */	/* `tmp/devopsAgent version`, `java -version` */
 
 enum item { IT_AGENT, IT_WORKER, IT_JDK, IT_DOCKER, IT_MAX };
 
@@ -84,7 +90,6 @@ struct fetch {
 };
 
 static struct {
-	struct timer	 timer;		/* the 20 s loop */
 	struct timer	 lock_timer;	/* hand-off: total-lock busy, retry */
 	int		 busy;		/* an attempt is running */
 	int		 want[IT_MAX];	/* asked by upgradeNew */
@@ -96,6 +101,7 @@ static struct {
 	char		*jdk_new;	/* "jdk<ts>" being unpacked/verified */
 	int		 lock_tries;
 	int		 skip_logged;	/* "skipped in debug mode" said once */
+	int64_t		 foreign_until;	/* mono ms: a foreign agent binary was refused */
 } U;
 
 static void finish(int success, const char *why);
@@ -156,6 +162,26 @@ files_differ(const char *a, const char *b)
 	md5_or_empty(a, ha);
 	md5_or_empty(b, hb);
 	return ha[0] == '\0' || strcmp(ha, hb) != 0;
+}
+
+/*
+ * 1 when bin (relative to WORKDIR) is a binary of this project: it carries
+ * IMPL_MARKER. The server offers its own (GoAgent) binaries whenever our
+ * version differs from the one it knows; those are refused (version policy,
+ * docs/upgrader.md).
+ */
+static int
+binary_is_ours(const char *bin)
+{
+	char *data = NULL;
+	size_t len = 0;
+	int ours;
+
+	if (fs_read_file(bin, BIN_MAX_BYTES, &data, &len) == -1)
+		return 0;
+	ours = memmem(data, len, IMPL_MARKER, strlen(IMPL_MARKER)) != NULL;
+	free(data);
+	return ours;
 }
 
 /* `<bin> version` prints a version (the new binary can at least run). */
@@ -226,17 +252,7 @@ finish(int success, const char *why)
 	A.build_lock = 0;
 	attempt_reset();
 	U.busy = 0;
-	build_kick();
-	timer_set(&U.timer, agent_period(P_UPGRADE));
-}
-
-/* An attempt that was never acknowledged ends: no finish call. */
-static void
-attempt_end(void)
-{
-	attempt_reset();
-	U.busy = 0;
-	timer_set(&U.timer, agent_period(P_UPGRADE));
+	poll_kick();
 }
 
 /* ------------------------------------------------------------ check */
@@ -256,13 +272,13 @@ docker_info_json(void)
 	return o;
 }
 
-/* The upgradeNew body (protocol §7.4); jdkVersion null when no JDK runs. */
-static char *
-check_body(void)
+/* The upgrade check body (agent.h); jdkVersion null when no JDK runs. */
+cJSON *
+upgrade_request(void)
 {
 	cJSON *b = cJSON_CreateObject();
-	char *s;
 
+	host_jdk_sync(0);
 	json_add_str(b, "workerVersion", A.worker_version ? A.worker_version : "");
 	json_add_str(b, "goAgentVersion", AGENT_VERSION);
 	if (A.jdk_version[0] != NULL)
@@ -270,9 +286,7 @@ check_body(void)
 	else
 		cJSON_AddNullToObject(b, "jdkVersion");
 	cJSON_AddItemToObject(b, "dockerInitFileInfo", docker_info_json());
-	s = json_print(b);
-	cJSON_Delete(b);
-	return s;
+	return b;
 }
 
 /* Queue one download. */
@@ -313,35 +327,26 @@ fetch_plan(void)
 	}
 }
 
-/* upgradeNew answered (protocol §7.4 step 2-3). */
-static void
-check_done(struct http_result *r, void *arg)
+/* Decode an UpgradeItem (agent.h). */
+int
+upgrade_item_parse(const cJSON *item, int want[4], char *err, size_t errlen)
 {
-	char err[300];
-	int rc;
+	int i, any = 0;
 
-	(void)arg;
-	err[0] = '\0';
-	rc = r->ok ? upgrade_answer_parse(r->body, r->len, U.want, err,
-	    sizeof(err)) : -1;
-	if (rc == -1)
-		log_warnx("upgrade check failed: %s", r->ok ? err : r->error);
-	else if (rc == 0 && err[0] != '\0')
-		log_warnx("upgrade check: %s", err);
-	if (rc != 1) {
-		attempt_end();
-		return;
+	memset(want, 0, IT_MAX * sizeof(*want));
+	if (!cJSON_IsObject(item)) {
+		snprintf(err, errlen, "the upgrade item is not an object");
+		return -1;
 	}
-	log_info("upgrade asked: agent %d, worker %d, jdk %d, dockerInitFile %d",
-	    U.want[IT_AGENT], U.want[IT_WORKER], U.want[IT_JDK], U.want[IT_DOCKER]);
-	/* Acknowledged: from here on, the attempt ends with one finish call. */
-	if (fs_mkdir_p(UP_TMP, 0755) == -1) {
-		agent_check_io_error(errno, UP_TMP);
-		finish(0, "cannot create tmp/");
-		return;
-	}
-	fetch_plan();
-	fetch_next();
+	for (i = 0; i < IT_MAX; i++)
+		if (json_get_bool(item, item_names[i], &want[i]) == -1) {
+			snprintf(err, errlen, "'%s' is not a bool", item_names[i]);
+			memset(want, 0, IT_MAX * sizeof(*want));
+			return -1;
+		}
+	for (i = 0; i < IT_MAX; i++)
+		any |= want[i];
+	return any != 0;
 }
 
 /* Decode the upgradeNew answer without side effects (agent.h). */
@@ -350,7 +355,7 @@ upgrade_answer_parse(const char *body, size_t len, int want[4], char *err,
     size_t errlen)
 {
 	struct envelope env;
-	int i, any = 0;
+	int rc;
 
 	memset(want, 0, IT_MAX * sizeof(*want));
 	if (envelope_parse(body, len, &env, err, errlen) == -1)
@@ -366,50 +371,77 @@ upgrade_answer_parse(const char *body, size_t len, int want[4], char *err,
 		envelope_free(&env);
 		return 0;
 	}
-	for (i = 0; i < IT_MAX; i++)
-		if (json_get_bool(env.data, item_names[i], &want[i]) == -1) {
-			snprintf(err, errlen, "'%s' is not a bool", item_names[i]);
-			memset(want, 0, IT_MAX * sizeof(*want));
-			envelope_free(&env);
-			return -1;
-		}
+	rc = upgrade_item_parse(env.data, want, err, errlen);
 	envelope_free(&env);
-	for (i = 0; i < IT_MAX; i++)
-		any |= want[i];
-	return any != 0;
+	return rc;
 }
 
-/* Loop tick: gates, then POST upgradeNew. */
-static void
-upgrade_tick(void *arg)
+/* askEnable.upgrade (agent.h). */
+int
+upgrade_wanted(void)
 {
-	char *body;
-
-	(void)arg;
-	if (U.busy)
-		return;
 	if (A.debug) {
 		if (!U.skip_logged)
 			log_info("upgrade: disabled in debug mode");
 		U.skip_logged = 1;
-		timer_set(&U.timer, agent_period(P_UPGRADE));
+		return 0;
+	}
+	return !U.busy && A.mode == MODE_RUN && build_total_count() == 0 &&
+	    (U.foreign_until == 0 || mono_ms() >= U.foreign_until);
+}
+
+/* An attempt runs (agent.h). */
+int
+upgrade_running(void)
+{
+	return U.busy;
+}
+
+/* Refuse an offered upgrade at once (agent.h: the server's 60 s mark). */
+static void
+upgrade_refuse(const char *why)
+{
+	char *path = xasprintf("%s?success=false", EP_UPGRADE_END);
+
+	log_warnx("upgrade offered but refused: %s", why);
+	if (http_json("DELETE", path, NULL, finish_done, NULL) == -1)
+		log_warnx("upgrade: cannot start the refusal report");
+	free(path);
+}
+
+/* An UpgradeItem arrived (agent.h). */
+void
+upgrade_handle(const cJSON *item, const char *refuse)
+{
+	char err[300];
+	int want[IT_MAX], rc;
+
+	rc = upgrade_item_parse(item, want, err, sizeof(err));
+	if (rc == -1) {
+		log_warnx("upgrade check: %s; ignored", err);
 		return;
 	}
-	if (A.mode != MODE_RUN || build_total_count() > 0) {
-		log_debug("upgrade: skipped (%s)", A.mode != MODE_RUN ?
-		    "not running normally" : "builds exist");
-		timer_set(&U.timer, agent_period(P_UPGRADE));
+	if (rc == 0)
+		return;
+	log_info("upgrade asked: agent %d, worker %d, jdk %d, dockerInitFile %d",
+	    want[IT_AGENT], want[IT_WORKER], want[IT_JDK], want[IT_DOCKER]);
+	if (refuse == NULL && !upgrade_wanted())
+		refuse = U.busy ? "an upgrade attempt is already running" :
+		    "builds exist, or the agent is not running normally";
+	if (refuse != NULL) {
+		upgrade_refuse(refuse);
 		return;
 	}
-	host_jdk_sync(0);
-	body = check_body();
-	if (http_json("POST", EP_UPGRADE_NEW, body, check_done, NULL) == -1) {
-		log_warnx("upgrade: cannot start the check request");
-		timer_set(&U.timer, agent_period(P_UPGRADE));
-	} else {
-		U.busy = 1;
+	/* Acknowledged: from here on, the attempt ends with one finish call. */
+	U.busy = 1;
+	memcpy(U.want, want, sizeof(U.want));
+	if (fs_mkdir_p(UP_TMP, 0755) == -1) {
+		agent_check_io_error(errno, UP_TMP);
+		finish(0, "cannot create tmp/");
+		return;
 	}
-	free(body);
+	fetch_plan();
+	fetch_next();
 }
 
 /* ------------------------------------------------------------ downloads */
@@ -501,8 +533,20 @@ static void
 decide(void)
 {
 	char *ver;
-	int any = 0, i;
+	int any = 0, failed = 0, i;
 
+	if (U.want[IT_AGENT] && !U.failed[IT_AGENT] &&
+	    (!binary_is_ours(UP_AGENT_NEW) || !binary_is_ours(UP_DAEMON_NEW) ||
+	    !binary_is_ours(UP_UPGRADER))) {
+		/* Version policy: never replace this agent by GoAgent. */
+		log_warnx("upgrade: the server's agent package holds GoAgent's "
+		    "binaries, not this agent's; not installing them, and not "
+		    "asking for upgrades for %d min (docs/upgrader.md: put this "
+		    "agent's binaries into the server's package)",
+		    FOREIGN_COOLDOWN_MS / 60000);
+		U.failed[IT_AGENT] = 1;
+		U.foreign_until = mono_ms() + (A.fast ? 2000 : FOREIGN_COOLDOWN_MS);
+	}
 	if (U.want[IT_AGENT] && !U.failed[IT_AGENT]) {
 		int agent = files_differ(UP_AGENT_NEW, "devopsAgent");
 		int daemon = files_differ(UP_DAEMON_NEW, "devopsDaemon");
@@ -537,8 +581,10 @@ decide(void)
 	if (U.want[IT_DOCKER] && !U.failed[IT_DOCKER])
 		U.changed[IT_DOCKER] = files_differ(UP_DOCKER_NEW, DOCKER_INIT);
 
-	for (i = 0; i < IT_MAX; i++)
+	for (i = 0; i < IT_MAX; i++) {
 		any |= U.changed[i];
+		failed |= U.failed[i];
+	}
 	if (!any) {
 		char why[128] = "nothing to install:";
 		for (i = 0; i < IT_MAX; i++)
@@ -547,7 +593,8 @@ decide(void)
 				snprintf(why + n, sizeof(why) - n, " %s %s", item_names[i],
 				    U.failed[i] ? "failed" : "unchanged");
 			}
-		finish(0, why);
+		/* Everything already up to date is a success (as HEAD). */
+		finish(!failed, why);
 		return;
 	}
 	/* Builds may have been claimed while downloading: they win. */
@@ -825,11 +872,9 @@ handoff_try(void *arg)
 	agent_set_mode(MODE_STOP);
 }
 
-/* Arm the loop: the first attempt comes one period after start (§7.1). */
+/* Init the hand-off retry timer (agent.h). */
 void
-upgrade_start(void)
+upgrade_init(void)
 {
-	timer_init(&U.timer, "upgrade", upgrade_tick, NULL);
 	timer_init(&U.lock_timer, "upgrade-lock", handoff_try, NULL);
-	timer_set(&U.timer, agent_period(P_UPGRADE));
 }

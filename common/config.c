@@ -56,6 +56,7 @@ struct ckey {
 };
 
 static int lang_valid(const char *);
+static int poll_mode_valid(const char *);
 
 #define O(f) offsetof(struct config, f)
 /* Known keys; the order is the write-back order of missing keys (§2.4). */
@@ -102,9 +103,11 @@ static const struct ckey keys[] = {
 	    "pipeline_tasks", F_EMPTYDEF | F_SAVE_SET, NULL },
 	{ "devops.pipeline.allowlist", CT_STR, O(pipeline_allowlist), "",
 	    F_SAVE_SET, NULL },
+	{ "devops.agent.poll.mode", CT_STR, O(poll_mode), "auto",
+	    F_EMPTYDEF | F_SAVE_SET, poll_mode_valid },
 };
 #undef O
-#define NKEYS 23
+#define NKEYS 24
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */
@@ -181,6 +184,14 @@ quote_val(const char *v, char *buf, size_t size)
 			buf[n++] = v[i];
 	}
 	buf[n] = '\0';
+}
+
+/* devops.agent.poll.mode: auto, ask or legacy. */
+static int
+poll_mode_valid(const char *s)
+{
+	return strcmp(s, "auto") == 0 || strcmp(s, "ask") == 0 ||
+	    strcmp(s, "legacy") == 0;
 }
 
 /* Well-formed language tag (zh_CN, en-US, zh-Hans-CN): alpha 2-8, then alnum 1-8. */

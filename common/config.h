@@ -87,6 +87,9 @@ struct config {
 					   unless absolute; "" -> pipeline_tasks */
 	char	*pipeline_allowlist;	/* devops.pipeline.allowlist: sha256
 					   allow-list file; "" = no integrity check */
+	char	*poll_mode;		/* devops.agent.poll.mode: "auto" (ask, and
+					   the legacy loops when the server has no
+					   ask), "ask" or "legacy"; "" -> auto */
 
 	/* Derived at load, never written back. */
 	char	*path;			/* file path as given to config_load */

@@ -390,6 +390,7 @@ req_finish(struct http_req *r, CURLcode rc)
 			snprintf(r->res.error, sizeof(r->res.error), "%s",
 			    curl_easy_strerror(rc));
 		r->res.ok = 0;
+		r->res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
 		return;
 	}
 	r->res.ok = 1;

@@ -38,6 +38,7 @@ struct http_result {
 	long	 code;		/* HTTP status; 0 when no response arrived */
 	int	 ok;		/* transport succeeded and body within the cap */
 	char	 error[256];	/* why !ok (curl's text, "body too large", ...) */
+	int	 timed_out;	/* !ok because the request's time limit passed */
 	char	*body;		/* NUL-terminated response body (JSON calls) or NULL */
 	size_t	 len;		/* body bytes */
 	char	 md5_header[MD5_HEX_LEN];	/* X-Checksum-Md5, "" if absent */

@@ -9,6 +9,9 @@
 #include "log.h"
 #include "util.h"
 
+/* Kept in every binary: see IMPL_MARKER in util.h. */
+const char impl_marker[] = IMPL_MARKER;
+
 /* Out of memory: nothing sensible can continue. */
 static void
 oom(size_t n)

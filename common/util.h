@@ -13,6 +13,14 @@
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
+/**
+ * Bytes that every binary of this project carries (util.c), so that the
+ * agent can tell one of its own binaries from GoAgent's in an upgrade
+ * package without running it (docs/upgrader.md, version policy).
+ */
+#define IMPL_MARKER "devops-agent-c/implementation-marker/1"
+extern const char impl_marker[];
+
 /** malloc(n); never returns NULL (aborts on OOM). Caller frees. */
 void *xmalloc(size_t n);
 /** calloc(n, size); never returns NULL. Caller frees. */

@@ -32,6 +32,8 @@ UPGRADE_ENV = {
 }
 CRASHING_AGENT = b"""#!/bin/sh
 # A devopsAgent that answers `version` and crashes at every start.
+# It claims to be this project's agent (the upgrade refuses GoAgent):
+# devops-agent-c/implementation-marker/1
 if [ "$1" = version ]; then echo v6.6.6; exit 0; fi
 exit 1
 """

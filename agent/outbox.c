@@ -1,0 +1,158 @@
+/*
+ * outbox.c - finish reports (POST workerBuildFinish) until the server
+ * acknowledges them (docs/durability.md).
+ *
+ * A finished build stays in the table and in its journal until its report is
+ * answered with status 0; failures are retried with backoff and jitter. No
+ * report goes out before the startup call was acknowledged, nor while the
+ * build's leftover processes are still being ended.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "build.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define UNINSTALL_REPORT_TRIES 5	/* finish reports of a deleted agent */
+
+/* The workerBuildFinish body (build.h). */
+char *
+build_finish_json(const struct build *b)
+{
+	cJSON *o = build_info_obj(b->info), *e;
+	char *s;
+
+	cJSON_AddBoolToObject(o, "success", b->success);
+	json_add_str(o, "message", b->message ? b->message : "");
+	if (b->success || b->error_code == 0) {
+		cJSON_AddNullToObject(o, "error");
+	} else {
+		e = cJSON_AddObjectToObject(o, "error");
+		json_add_str(e, "errorType", "USER");
+		json_add_str(e, "errorMessage", b->message ? b->message : "");
+		cJSON_AddNumberToObject(e, "errorCode", b->error_code);
+	}
+	s = json_print(o);
+	cJSON_Delete(o);
+	return s;
+}
+
+/* The report of b is acknowledged or abandoned: forget the build. */
+static void
+outbox_drop(struct build *b)
+{
+	journal_remove(b);
+	build_free(b);
+	agent_maybe_finish();
+}
+
+/* workerBuildFinish answered: status 0 ends the build; else retry later. */
+static void
+report_done(struct http_result *r, void *arg)
+{
+	struct build *b = arg;
+	struct envelope env;
+	char err[300];
+	int64_t delay;
+
+	b->report_busy = 0;
+	b->reports_sent++;
+	if (r->ok && envelope_parse(r->body, r->len, &env, err, sizeof(err)) == 0) {
+		if (env.status == 0) {
+			envelope_free(&env);
+			log_info("build %s: finish report acknowledged", b->key);
+			outbox_drop(b);
+			return;
+		}
+		snprintf(err, sizeof(err), "status %lld: %s", env.status,
+		    env.message ? env.message : "(no message)");
+		envelope_free(&env);
+	} else if (!r->ok) {
+		snprintf(err, sizeof(err), "%s", r->error);
+	}
+	/*
+	 * A deleted agent: the real server answers 404 to finish reports once
+	 * the agent is gone, so retrying forever would keep the agent from ever
+	 * uninstalling. Give up after a few tries; the server already ended
+	 * these builds when it deleted the agent.
+	 */
+	if (A.mode == MODE_UNINSTALL && b->reports_sent >= UNINSTALL_REPORT_TRIES) {
+		log_error("build %s: finish report failed %d times while the agent "
+		    "is being uninstalled (%s); giving up on it", b->key,
+		    b->reports_sent, err);
+		outbox_drop(b);
+		return;
+	}
+	/* Exponential backoff 1 s .. 60 s with +-20 % jitter. */
+	b->report_backoff = b->report_backoff ? b->report_backoff * 2 : 1000;
+	if (b->report_backoff > 60000)
+		b->report_backoff = 60000;
+	if (A.fast && b->report_backoff > 1000)
+		b->report_backoff = 1000;
+	delay = b->report_backoff * (80 + random() % 41) / 100;
+	log_warnx("build %s: finish report failed (%s); retry in %lld ms",
+	    b->key, err, (long long)delay);
+	timer_set(&b->report_timer, delay);
+}
+
+/* POST workerBuildFinish for b (the report timer's callback). */
+void
+outbox_send(void *arg)
+{
+	struct build *b = arg;
+	char *body;
+
+	/*
+	 * tree_gone() sends it once the leftovers are gone; outbox_kick()
+	 * once the startup call is acknowledged (nothing goes out before).
+	 */
+	if (b->report_busy || b->state != B_FINISHED || b->tree_busy || !A.started)
+		return;
+	body = build_finish_json(b);
+	if (http_json("POST", EP_FINISH, body, report_done, b) == -1)
+		timer_set(&b->report_timer, 1000);
+	else
+		b->report_busy = 1;
+	free(body);
+}
+
+/* Send every report that waits for nothing but a chance (after startup). */
+void
+outbox_kick(void)
+{
+	struct build *b;
+
+	for (b = build_first(); b != NULL; b = b->next)
+		if (b->state == B_FINISHED && !b->report_busy && !b->tree_busy &&
+		    timer_remaining(&b->report_timer) < 0)
+			timer_set(&b->report_timer, 0);
+}
+
+/* On exit: try each pending report once within budget_ms. */
+void
+outbox_flush(int budget_ms)
+{
+	int64_t end = mono_ms() + budget_ms;
+	struct build *b;
+	int pending;
+
+	for (b = build_first(); b != NULL; b = b->next)
+		if (b->state == B_FINISHED && !b->report_busy && !b->tree_busy) {
+			timer_cancel(&b->report_timer);
+			outbox_send(b);
+		}
+	do {
+		pending = 0;
+		for (b = build_first(); b != NULL; b = b->next)
+			if (b->report_busy)
+				pending = 1;
+		if (pending)
+			ev_run_once(50);
+	} while (pending && mono_ms() < end);
+}
