@@ -561,6 +561,7 @@ class FakeCI:
             raise ValueError(f"part must be one of {ASK_PARTS}")
         if not isinstance(count, int) or isinstance(count, bool) or count == 0 or count < -1:
             raise ValueError("count must be positive or -1")
+        value = json.loads(json.dumps(value))      # a private copy; must be JSON
         with self._cond:
             self._ask_corruptions[part] = {"part": part, "value": value, "count": count}
         return self.ask_corruptions()
@@ -1061,7 +1062,7 @@ class FakeCI:
     def _ep_ask(self, ctx: "_Call") -> Reply:
         """POST .../ask: one answer holding the heartbeat, build, upgrade and pipeline parts.
 
-        Like DB/service/ThirdPartyAgentService.kt `ask`: each part is the
+        Like `ask` in bk-ci's dispatch service ThirdPartyAgentService.kt: each part is the
         legacy endpoint's logic without its own rate limit; empty parts are
         absent; no part at all answers "data is null". Parts are computed in
         the order heartbeat, build, upgrade, pipeline, so a build and an
