@@ -34,6 +34,7 @@ ENV = "/ms/environment/api/buildAgent/agent/thirdPartyAgent"
 DISPATCH = "/ms/dispatch/api/buildAgent/agent/thirdPartyAgent"
 LOGS = "/ms/log/api/build/logs"
 WORKER = "/ms/fakeci/worker"
+ASK = DISPATCH + "/ask"
 
 AGENT_STATUSES = ("UN_IMPORT", "UN_IMPORT_OK", "IMPORT_OK", "IMPORT_EXCEPTION", "DELETE")
 BUILD_TYPES = ("ALL", "DOCKER", "BINARY")
@@ -42,7 +43,12 @@ FAULT_MODES = ("500", "html", "garbage", "truncated", "wrongtype", "huge",
                "close", "stall", "down", "json")
 # Things /admin/wait and FakeCI.wait_for can count.
 COUNTABLE = ("requests", "finished", "violations", "pipeline_updates",
-             "upgrade_finishes", "logs", "metrix", "worker_ends", "pulled")
+             "upgrade_finishes", "logs", "metrix", "worker_ends", "pulled", "rate_limited")
+# Parts of the ask answer that corrupt_ask() can replace ("data" = the whole
+# data value, "agentStatus" = the top-level agentStatus).
+ASK_PARTS = ("heartbeat", "build", "upgrade", "pipeline", "data", "agentStatus")
+# What a server without /ask answers (Jersey's NotFoundExceptionMapper).
+PRE_ASK_404 = {"status": 404, "message": "资源不存在", "data": "HTTP 404 Not Found"}
 
 MAX_BODY = 64 * 1024 * 1024
 HUGE_BODY_BYTES = 20 * 1024 * 1024
@@ -129,6 +135,24 @@ BUILD_WITH_STATUS = {
     "error": ({"errorType": ("string", REQ), "errorMessage": ("string", REQ),
                "errorCode": ("int", REQ)}, OPT),
     "executeCount": ("int", OPT),
+}
+
+# ThirdPartyAskInfo (HEAD): the heartbeat is NewHeartbeatInfo, whose
+# AgentErrorExitData.errorEnum is a plain non-null String at HEAD.
+ASK_ENABLE = {
+    "build": (_enum("ALL", "DOCKER", "BINARY", "NONE"), REQ),
+    "upgrade": ("bool", REQ),
+    "dockerDebug": ("bool", REQ),
+    "pipeline": ("bool", REQ),
+}
+
+ASK_HEARTBEAT_INFO = dict(HEARTBEAT_INFO, errorExitData=(
+    {"errorEnum": ("string", REQ), "message": ("string", OPT)}, OPT))
+
+ASK_INFO = {
+    "askEnable": (ASK_ENABLE, REQ),
+    "heartbeat": (ASK_HEARTBEAT_INFO, REQ),
+    "upgrade": (UPGRADE_BY_VERSION_INFO, OPT),
 }
 
 PIPELINE_RESPONSE = {
@@ -300,10 +324,11 @@ def default_state() -> dict:
         "pascalCaseKeys": False,        # heartbeat answer uses AgentStatus/ParallelTaskCount
         "rateLimits": False,            # enforce the server's minimum call spacing
         "upgradingSeconds": 60.0,       # no builds handed out after an upgrade answer
+        "askSupported": True,           # False: POST .../ask answers like a pre-ask server
     }
 
 
-RATE_LIMITS = {"status": 3.0, "heartbeat": 4.0, "pipelines": 10.0}
+RATE_LIMITS = {"status": 3.0, "heartbeat": 4.0, "pipelines": 10.0, "ask": 3.0}
 
 
 class FakeCI:
@@ -523,6 +548,33 @@ class FakeCI:
         with self._cond:
             self._faults.clear()
 
+    def corrupt_ask(self, part: str, value, count: int = 1) -> list:
+        """Make the next `count` built ask answers carry `value` in place of `part`.
+
+        part: one of ASK_PARTS. value: any JSON value; None makes the part
+        absent as if it had failed on the server. count: answers to affect,
+        -1 = until cleared. A corrupted part's logic does not run (a build
+        stays queued, no upgrade mark, no pipeline serve), except the
+        heartbeat's, which always runs. Returns all corruptions.
+        """
+        if part not in ASK_PARTS:
+            raise ValueError(f"part must be one of {ASK_PARTS}")
+        if not isinstance(count, int) or isinstance(count, bool) or count == 0 or count < -1:
+            raise ValueError("count must be positive or -1")
+        value = json.loads(json.dumps(value))      # a private copy; must be JSON
+        with self._cond:
+            self._ask_corruptions[part] = {"part": part, "value": value, "count": count}
+        return self.ask_corruptions()
+
+    def ask_corruptions(self) -> list:
+        """The pending corrupt_ask() rules, [{"part","value","count"}]."""
+        with self._cond:
+            return json.loads(json.dumps(list(self._ask_corruptions.values())))
+
+    def clear_ask_corruptions(self) -> None:
+        with self._cond:
+            self._ask_corruptions.clear()
+
     def set_down(self, down: bool = True) -> None:
         """Make every non-admin endpoint drop its connection (server "down")."""
         with self._cond:
@@ -537,6 +589,15 @@ class FakeCI:
             return [dict(r) for r in self._requests
                     if (path_contains is None or path_contains in r["url"])
                     and (method is None or r["method"] == method.upper())]
+
+    def asks(self) -> list:
+        """Decoded bodies of every POST .../ask received, in arrival order.
+
+        Every ask is listed, also one answered by a fault, the rate limit, a
+        violation or askSupported=False; an undecodable body is None.
+        """
+        return [r["json"] for r in self.requests(path_contains=ASK, method="POST")
+                if r["path"] == ASK]
 
     def log_messages(self, build_id: str | None = None) -> list[str]:
         """Text of the build log lines received, optionally for one build."""
@@ -556,14 +617,16 @@ class FakeCI:
     metrix = property(lambda self: self._copy("_metrix"))
     logs = property(lambda self: self._copy("_logs"))
     worker_ends = property(lambda self: self._copy("_worker_ends"))
+    rate_limited = property(lambda self: self._copy("_rate_limited"),
+                            doc="calls refused with 'request too frequently'")
     pulled = property(lambda self: [self._entry_view(e) for e in self._copy("_pulled")])
 
     def count(self, what: str, path_contains: str | None = None) -> int:
         if what not in COUNTABLE:
             raise ValueError(f"what must be one of {COUNTABLE}")
         with self._cond:
-            if what == "requests":
-                return sum(1 for r in self._requests
+            if what in ("requests", "rate_limited"):
+                return sum(1 for r in getattr(self, "_" + what)
                            if path_contains is None or path_contains in r["url"])
             return len(getattr(self, "_" + what))
 
@@ -613,6 +676,8 @@ class FakeCI:
         self._logs: list = []
         self._worker_ends: list = []
         self._last_call: dict = {}
+        self._rate_limited: list = []
+        self._ask_corruptions: dict = {}
         self._last_startup = None
         self._last_heartbeat = None
 
@@ -700,6 +765,10 @@ class FakeCI:
         if route is None:
             self._violation(ctx, "endpoint", f"method not allowed (allowed: {sorted(methods)})")
             return Reply.json(_result(status=405, message="method not allowed"), 405)
+        if route.gate is not None:
+            closed = route.gate(self, ctx)
+            if closed is not None:
+                return closed
         if route.auth == "agent":
             denied = self._check_auth(ctx, route)
             if denied is not None:
@@ -782,13 +851,17 @@ class FakeCI:
         self._violation(ctx, "body", message)
         return Reply.json(_result(status=400, message=message), 400)
 
-    def _too_frequent(self, name: str) -> bool:
+    def _too_frequent(self, name: str, ctx: "_Call") -> bool:
+        """Apply the RATE_LIMITS[name] spacing (state rateLimits); record refusals."""
         with self._cond:
             if not self.state["rateLimits"]:
                 return False
             now = time.monotonic()
             last = self._last_call.get(name)
             if last is not None and now - last < RATE_LIMITS[name]:
+                self._rate_limited.append({"t": time.time(), "name": name,
+                                           "method": ctx.method, "url": ctx.url})
+                self._cond.notify_all()
                 return True
             self._last_call[name] = now
             return False
@@ -813,16 +886,24 @@ class FakeCI:
         return Reply.json(_result(answer))
 
     def _ep_status(self, ctx: "_Call") -> Reply:
-        if self._too_frequent("status"):
+        if self._too_frequent("status", ctx):
             return Reply.json(_result(status=1, message="request too frequently"))
         with self._cond:
             answer = self.state["status"] or self.state["agentStatus"]
         return Reply.json(_result(answer))
 
     def _ep_heartbeat(self, ctx: "_Call") -> Reply:
-        if self._too_frequent("heartbeat"):
+        if self._too_frequent("heartbeat", ctx):
             return Reply.json(_result(status=1, message="request too frequently"))
-        req = ctx.json
+        with self._cond:
+            data = self._heartbeat_answer(ctx.json, self.state["pascalCaseKeys"])
+        return Reply.json(_result(data))
+
+    def _heartbeat_answer(self, req: dict, pascal: bool) -> dict:
+        """The newHeartbeat logic (side effects included); returns the answer data.
+
+        pascal: AgentStatus/ParallelTaskCount keys (legacy endpoint only).
+        """
         with self._cond:
             st = self.state
             self._last_heartbeat = req
@@ -832,7 +913,7 @@ class FakeCI:
                 st["parallelTaskCount"] = req["parallelTaskCount"]
             if st["dockerParallelTaskCount"] is None:
                 st["dockerParallelTaskCount"] = req.get("dockerParallelTaskCount") or 0
-            status_key, count_key = (("AgentStatus", "ParallelTaskCount") if st["pascalCaseKeys"]
+            status_key, count_key = (("AgentStatus", "ParallelTaskCount") if pascal
                                      else ("agentStatus", "parallelTaskCount"))
             data = {
                 "masterVersion": req["masterVersion"],
@@ -848,10 +929,14 @@ class FakeCI:
                 "createMod": st["createMod"],
             }
             self._cond.notify_all()
-        return Reply.json(_result({k: v for k, v in data.items() if v is not None}))
+            return {k: v for k, v in data.items() if v is not None}
 
     def _ep_upgrade_new(self, ctx: "_Call") -> Reply:
-        req = ctx.json
+        items, status = self._upgrade_answer(ctx.json)
+        return Reply.json(_result(items, agentStatus=status))
+
+    def _upgrade_answer(self, req: dict) -> tuple[dict, str]:
+        """The upgradeNew decision (sets the "upgrading" mark); (UpgradeItem, status)."""
         with self._cond:
             cfg = self._upgrade
             status = cfg.get("agentStatus") or self.state["agentStatus"]
@@ -873,7 +958,7 @@ class FakeCI:
                                                and info.get("fileMd5") != cfg["dockerInitFileMd5"])
             if items["agent"] or items["worker"] or items["jdk"]:
                 self._upgrading_until = time.monotonic() + float(self.state["upgradingSeconds"])
-        return Reply.json(_result(items, agentStatus=status))
+        return items, status
 
     def _ep_download(self, ctx: "_Call") -> Reply:
         name = ctx.query.get("file")
@@ -916,30 +1001,38 @@ class FakeCI:
             self._violation(ctx, "query",
                             f"buildType must be one of {BUILD_TYPES}, got {build_type!r}")
             build_type = "ALL"
+        status, data = self._take_build(build_type)
+        if status == "DELETE":
+            return Reply.json(_result(agentStatus="DELETE"))
+        if status != "IMPORT_OK":
+            return Reply.json(_result(status=404, message=f"agent status is {status}",
+                                      data="agent not ready"), 404)
+        return Reply.json(_result(data, agentStatus=status))
+
+    def _take_build(self, build_type: str) -> tuple[str, object]:
+        """Hand out the first queued build of build_type: (agent status, data or None).
+
+        Nothing is handed out unless the status is IMPORT_OK, nor while the
+        agent is "upgrading". The build is registered as running.
+        """
         with self._cond:
             status = self.state["agentStatus"]
-            if status == "DELETE":
-                return Reply.json(_result(agentStatus="DELETE"))
-            if status != "IMPORT_OK":
-                return Reply.json(_result(status=404, message=f"agent status is {status}",
-                                          data="agent not ready"), 404)
-            if self._upgrading_until > time.monotonic():
-                return Reply.json(_result(agentStatus=status))
+            if status != "IMPORT_OK" or self._upgrading_until > time.monotonic():
+                return status, None
             for i, entry in enumerate(self._queued):
                 is_docker = "raw" not in entry and entry["data"].get("dockerBuildInfo") is not None
                 if build_type == "ALL" or (build_type == "DOCKER") == is_docker:
                     del self._queued[i]
                     break
             else:
-                return Reply.json(_result(agentStatus=status))
+                return status, None
             entry["pulledAt"] = time.time()
             self._pulled.append(entry)
             key = self._build_key(entry.get("data"))
             if key is not None:
                 self._running[key] = entry
             self._cond.notify_all()
-        data = entry["raw"] if "raw" in entry else entry["data"]
-        return Reply.json(_result(data, agentStatus=status))
+        return status, (entry["raw"] if "raw" in entry else entry["data"])
 
     def _ep_build_finish(self, ctx: "_Call") -> Reply:
         body = dict(ctx.json, t=time.time())
@@ -950,17 +1043,77 @@ class FakeCI:
         return Reply.json(_result(True))
 
     def _ep_pipelines_get(self, ctx: "_Call") -> Reply:
-        if self._too_frequent("pipelines"):
+        if self._too_frequent("pipelines", ctx):
             return Reply.json(_result(status=1, message="request too frequently"))
+        return Reply.json(_result(self._next_pipeline()))
+
+    def _next_pipeline(self):
+        """Serve the first pending pipeline item: its data, or None."""
         with self._cond:
             if not self._pipelines:
-                return Reply.json(_result())
+                return None
             item = self._pipelines[0]
             item["served"] += 1
             if item["maxServes"] is not None and item["served"] >= item["maxServes"]:
                 self._pipelines.pop(0)
             self._cond.notify_all()
-            return Reply.json(_result(item["data"]))
+            return item["data"]
+
+    def _ep_ask(self, ctx: "_Call") -> Reply:
+        """POST .../ask: one answer holding the heartbeat, build, upgrade and pipeline parts.
+
+        Like `ask` in bk-ci's dispatch service ThirdPartyAgentService.kt: each part is the
+        legacy endpoint's logic without its own rate limit; empty parts are
+        absent; no part at all answers "data is null". Parts are computed in
+        the order heartbeat, build, upgrade, pipeline, so a build and an
+        upgrade offer can arrive in the same answer (the real server runs
+        them in parallel). The image-debug part is never produced.
+        """
+        req = ctx.json
+        enable = req["askEnable"]
+        upgrade_req = req.get("upgrade")
+        if enable["upgrade"] and upgrade_req is None:
+            self._violation(ctx, "body", "$.upgrade: null while askEnable.upgrade is true "
+                                         "(the upgrade part is skipped)")
+        elif not enable["upgrade"] and upgrade_req is not None:
+            self._violation(ctx, "body", "$.upgrade: must be null while askEnable.upgrade is "
+                                         "false (ignored)")
+        if self._too_frequent("ask", ctx):
+            return Reply.json(_result(status=1, message="request too frequently"))
+        with self._cond:
+            bad = self._take_ask_corruptions()
+            skip = set(bad) if "data" not in bad else set(ASK_PARTS)
+            heartbeat = self._heartbeat_answer(req["heartbeat"], pascal=False)
+            parts = {"heartbeat": heartbeat}
+            if enable["build"] != "NONE" and "build" not in skip:
+                parts["build"] = self._take_build(enable["build"])[1]
+            if enable["upgrade"] and upgrade_req is not None and "upgrade" not in skip:
+                parts["upgrade"] = self._upgrade_answer(upgrade_req)[0]
+            if enable["pipeline"] and "pipeline" not in skip:
+                parts["pipeline"] = self._next_pipeline()
+        parts.update((k, v) for k, v in bad.items() if k in ("heartbeat", "build", "upgrade",
+                                                             "pipeline"))
+        data = {k: v for k, v in parts.items() if v is not None}
+        status = heartbeat["agentStatus"] if data.get("heartbeat") is not None else None
+        if "agentStatus" in bad:
+            status = bad["agentStatus"]
+        if "data" in bad:
+            return Reply.json(_result(bad["data"], agentStatus=status))
+        if not data:
+            return Reply.json(_result(status=1, message="data is null"))
+        return Reply.json(_result(data, agentStatus=status))
+
+    def _take_ask_corruptions(self) -> dict:
+        """Count down every corrupt_ask() rule once; {part: value} for this answer."""
+        with self._cond:
+            out = {}
+            for part, rule in list(self._ask_corruptions.items()):
+                out[part] = rule["value"]
+                if rule["count"] > 0:
+                    rule["count"] -= 1
+                    if rule["count"] == 0:
+                        del self._ask_corruptions[part]
+            return out
 
     def _ep_pipelines_put(self, ctx: "_Call") -> Reply:
         update = dict(ctx.json, t=time.time())
@@ -1078,6 +1231,13 @@ class FakeCI:
             return {"status": 0, "data": {"type": "COMMAND", "seqId": 42, "command": ["ls"]}}
         if path.endswith(("/status", "/startup", "/shutdown")):
             return {"status": 0, "data": 2}
+        if path.endswith("/ask"):
+            parts = {name: FakeCI._wrongtype_body(suffix, None)["data"]
+                     for name, suffix in (("heartbeat", "/agents/newHeartbeat"),
+                                          ("build", DISPATCH + "/startup"),
+                                          ("upgrade", "/upgradeNew"),
+                                          ("pipeline", "/agents/pipelines"))}
+            return {"status": 0, "agentStatus": 2, "data": parts}
         return {"status": 0, "agentStatus": 2, "data": {"unexpected": [1, 2]}}
 
     # ----- admin API ------------------------------------------------------------
@@ -1123,6 +1283,11 @@ class FakeCI:
                            **rule)
         return self.faults()
 
+    def _admin_corrupt_ask(self, _query: dict, p) -> list:
+        for rule in (p if isinstance(p, list) else [p]):
+            self.corrupt_ask(rule["part"], rule["value"], rule.get("count", 1))
+        return self.ask_corruptions()
+
     def _admin_queue_pipeline(self, _query: dict, p: dict) -> dict:
         return self.queue_pipeline(command=p.get("command"), seq_id=p.get("seqId"),
                                    data=p.get("data"), max_serves=p.get("maxServes"))
@@ -1165,6 +1330,12 @@ ADMIN_ROUTES = {
     ("GET", "/admin/logs"): _filter_lists("logs"),
     ("GET", "/admin/worker_ends"): _filter_lists("worker_ends"),
     ("GET", "/admin/wait"): FakeCI._admin_wait,
+    ("GET", "/admin/asks"): lambda ci, q, p: ci.asks(),
+    ("GET", "/admin/rate_limited"): lambda ci, q, p: ci.rate_limited,
+    ("POST", "/admin/ask_corruptions"): FakeCI._admin_corrupt_ask,
+    ("GET", "/admin/ask_corruptions"): lambda ci, q, p: ci.ask_corruptions(),
+    ("DELETE", "/admin/ask_corruptions"):
+        lambda ci, q, p: ci.clear_ask_corruptions() or {"ok": True},
 }
 
 
@@ -1222,12 +1393,30 @@ def _auth_fail_upgrade_finish(_ci, _ctx, _message):
     return Reply.json(_result(False, agentStatus="IMPORT_EXCEPTION"))
 
 
+def _auth_fail_ask(_ci, ctx, _message):
+    # Secret mismatch: the heartbeat and build parts throw; the upgrade part
+    # answers all false without a status (ThirdPartyAgentService.ask).
+    req = ctx.json if isinstance(ctx.json, dict) else {}
+    enable = req.get("askEnable") if isinstance(req.get("askEnable"), dict) else {}
+    if enable.get("upgrade") is True and req.get("upgrade") is not None:
+        return Reply.json(_result({"upgrade": dict.fromkeys(UPGRADE_ITEMS, False)}))
+    return Reply.json(_result(status=1, message="data is null"))
+
+
+def _gate_ask(ci, _ctx):
+    # A server without /ask: Jersey's 404 before any auth or body check.
+    with ci._cond:
+        supported = ci.state["askSupported"]
+    return None if supported else Reply.json(PRE_ASK_404, 404)
+
+
 @dataclass
 class _Route:
     handler: object
     schema: object = None          # request body schema (implies JSON + Content-Type)
     auth: str = "agent"            # "agent", "log" (gateway rules) or "none"
     auth_fail: object = _auth_fail_401
+    gate: object = None            # (ci, ctx) -> Reply or None, before every check
 
 
 ROUTES = {
@@ -1241,6 +1430,7 @@ ROUTES = {
     DISPATCH + "/upgrade": {"DELETE": _Route(FakeCI._ep_upgrade_finish,
                                              auth_fail=_auth_fail_upgrade_finish)},
     DISPATCH + "/startup": {"GET": _Route(FakeCI._ep_build_pull, auth_fail=_auth_fail_404)},
+    ASK: {"POST": _Route(FakeCI._ep_ask, ASK_INFO, auth_fail=_auth_fail_ask, gate=_gate_ask)},
     DISPATCH + "/workerBuildFinish": {"POST": _Route(FakeCI._ep_build_finish, BUILD_WITH_STATUS,
                                                      auth_fail=_auth_fail_404)},
     ENV + "/agents/pipelines": {"GET": _Route(FakeCI._ep_pipelines_get),

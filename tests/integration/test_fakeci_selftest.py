@@ -21,7 +21,7 @@ import pytest
 
 from conftest import (JAVA_STANDIN, TESTS_DIR, WORKER_VERSION, agent_env, kill_leftovers,
                       processes_in, read_properties, wait_until)
-from fakeci.server import DISPATCH, ENV, HEARTBEAT_INFO, LOGS, WORKER, check_shape
+from fakeci.server import ASK, DISPATCH, ENV, HEARTBEAT_INFO, LOGS, WORKER, check_shape
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 JSON_CT = "application/json; charset=utf-8"
@@ -405,6 +405,303 @@ def test_download_overrides(fakeci):
     with pytest.raises((TimeoutError, OSError)):
         call(fakeci, "GET", DOWNLOAD + "jre/linux/jre.zip", timeout=0.5)
     assert time.monotonic() - started < 4
+
+
+# ---------------------------------------------------------------------- ask
+
+UPGRADE_BODY = {"workerVersion": "v1.15.2", "goAgentVersion": "v1.12.0", "jdkVersion": None,
+                "dockerInitFileInfo": {"fileMd5": "", "needUpgrade": False}}
+NO_UPGRADE = {"agent": False, "worker": False, "jdk": False, "dockerInitFile": False}
+
+
+def ask_body(build="ALL", upgrade=True, pipeline=False, docker_debug=False, **heartbeat):
+    """A ThirdPartyAskInfo like the HEAD Go agent sends it (upgrade null unless asked)."""
+    hb = json.loads(json.dumps(HEARTBEAT_BODY))
+    hb["props"]["osVersion"] = '{"Name":"Debian GNU/Linux","KernelVersion":"6.1.0"}'
+    hb.update(heartbeat)
+    return {"askEnable": {"build": build, "upgrade": upgrade, "dockerDebug": docker_debug,
+                          "pipeline": pipeline},
+            "heartbeat": hb, "upgrade": dict(UPGRADE_BODY) if upgrade else None}
+
+
+def ask(ci, body=None, **kw):
+    """POST the ask; returns the decoded answer (asserts HTTP 200)."""
+    resp = call(ci, "POST", ASK, body=body or ask_body(**kw))
+    assert resp.status == 200, resp.body
+    return resp.json()
+
+
+def test_ask_answer_carries_every_part(fakeci):
+    fakeci.set_state(pascalCaseKeys=True, envs={"A": "1"})    # legacy heartbeat only
+    build = fakeci.queue_build()
+    fakeci.queue_pipeline(command="uptime", seq_id="s1")
+    fakeci.set_upgrade(workerVersion="v1.16.0")
+    body = ask_body(pipeline=True)
+    answer = ask(fakeci, body)
+    assert answer["status"] == 0 and answer["agentStatus"] == "IMPORT_OK"
+    assert "message" not in answer
+    data = answer["data"]
+    assert sorted(data) == ["build", "heartbeat", "pipeline", "upgrade"]
+    heartbeat = data["heartbeat"]
+    assert heartbeat["agentStatus"] == "IMPORT_OK" and heartbeat["parallelTaskCount"] == 4
+    assert "AgentStatus" not in heartbeat and "ParallelTaskCount" not in heartbeat
+    assert heartbeat["envs"] == {"A": "1"} and heartbeat["masterVersion"] == "v1.12.0-beta.39"
+    assert "gateway" not in heartbeat                        # null values are absent
+    assert data["build"]["buildId"] == build["buildId"] and "script" not in data["build"]
+    assert data["upgrade"] == dict(NO_UPGRADE, worker=True)
+    assert data["pipeline"] == {"type": "COMMAND", "seqId": "s1", "command": "uptime"}
+    assert fakeci.get_state()["lastHeartbeat"] == body["heartbeat"]
+    assert fakeci.asks() == [body]
+    assert fakeci.count("requests", "/ask") == 1 and fakeci.count("requests", "newHeartbeat") == 0
+    assert [b["buildId"] for b in fakeci.builds()["running"]] == [build["buildId"]]
+    assert fakeci.violations == []
+    # The legacy heartbeat still honours pascalCaseKeys.
+    legacy = call(fakeci, "POST", HEARTBEAT, body=HEARTBEAT_BODY).json()["data"]
+    assert legacy["AgentStatus"] == "IMPORT_OK"
+
+
+def test_ask_idle_answer_and_disabled_parts(fakeci):
+    answer = ask(fakeci, build="ALL", upgrade=False, pipeline=True)
+    assert answer["agentStatus"] == "IMPORT_OK" and list(answer["data"]) == ["heartbeat"]
+    fakeci.queue_build()
+    fakeci.queue_pipeline(command="ls")
+    fakeci.set_upgrade(worker=True)
+    answer = ask(fakeci, build="NONE", upgrade=False, pipeline=False)
+    assert list(answer["data"]) == ["heartbeat"]
+    assert len(fakeci.builds()["queued"]) == 1 and fakeci.pipelines()[0]["served"] == 0
+    assert not fakeci.get_state()["upgrading"]
+    assert fakeci.violations == []
+
+
+def test_ask_hands_a_build_out_exactly_once(fakeci):
+    binary = fakeci.queue_build()
+    docker = fakeci.queue_build(dockerBuildInfo={"agentId": "a", "secretKey": "s", "image": "i"})
+    first = ask(fakeci, build="DOCKER", upgrade=False)["data"]
+    assert first["build"]["buildId"] == docker["buildId"]
+    assert "build" not in ask(fakeci, build="DOCKER", upgrade=False)["data"]
+    second = ask(fakeci, build="BINARY", upgrade=False)["data"]
+    assert second["build"]["buildId"] == binary["buildId"]
+    assert "build" not in ask(fakeci, build="ALL", upgrade=False)["data"]
+    assert [b["buildId"] for b in fakeci.pulled] == [docker["buildId"], binary["buildId"]]
+    assert fakeci.count("pulled") == 2 and fakeci.builds()["queued"] == []
+    # The legacy pull sees the same queue.
+    third = fakeci.queue_build()
+    assert pull(fakeci)["data"]["buildId"] == third["buildId"]
+    assert "build" not in ask(fakeci, upgrade=False)["data"]
+
+
+def test_ask_upgrade_part_and_upgrading_window(fakeci):
+    fakeci.set_upgrade(worker=True)
+    answer = ask(fakeci, build="NONE", upgrade=True)
+    assert answer["data"]["upgrade"] == dict(NO_UPGRADE, worker=True)
+    assert fakeci.get_state()["upgrading"]
+    build = fakeci.queue_build()
+    assert "build" not in ask(fakeci, build="ALL", upgrade=False)["data"]   # upgrading
+    assert "data" not in pull(fakeci)
+    call(fakeci, "DELETE", DISPATCH + "/upgrade?success=false")
+    assert ask(fakeci, build="ALL", upgrade=False)["data"]["build"]["buildId"] == build["buildId"]
+    # A build and an upgrade offer can come in the same answer.
+    fakeci.queue_build()
+    both = ask(fakeci, build="ALL", upgrade=True)["data"]
+    assert "build" in both and both["upgrade"]["worker"] is True
+    fakeci.set_upgrade()
+    assert ask(fakeci, build="NONE", upgrade=True)["data"]["upgrade"] == NO_UPGRADE
+
+
+def test_ask_pipeline_part_has_no_rate_limit_of_its_own(fakeci):
+    fakeci.set_state(rateLimits=True)
+    fakeci.queue_pipeline(command="df -h", seq_id="p1")
+    assert call(fakeci, "GET", PIPELINES).json()["data"]["seqId"] == "p1"
+    assert call(fakeci, "GET", PIPELINES).json()["message"] == "request too frequently"
+    assert ask(fakeci, build="NONE", upgrade=False, pipeline=True)["data"]["pipeline"] == {
+        "type": "COMMAND", "seqId": "p1", "command": "df -h"}
+    update = {"seqId": "p1", "status": "SUCCESS", "response": "ok"}
+    assert call(fakeci, "PUT", PIPELINES, body=update).json()["data"] is True
+    fakeci.set_state(rateLimits=False)
+    assert "pipeline" not in ask(fakeci, build="NONE", upgrade=False, pipeline=True)["data"]
+
+
+def test_ask_for_a_deleted_agent(fakeci):
+    fakeci.queue_build()
+    fakeci.set_state(agentStatus="DELETE")
+    answer = ask(fakeci, build="ALL", upgrade=True)
+    assert answer["status"] == 0 and answer["agentStatus"] == "DELETE"
+    assert answer["data"]["heartbeat"]["agentStatus"] == "DELETE"
+    assert "build" not in answer["data"] and answer["data"]["upgrade"] == NO_UPGRADE
+    assert len(fakeci.builds()["queued"]) == 1
+    fakeci.set_state(agentStatus="UN_IMPORT")
+    answer = ask(fakeci, build="ALL", upgrade=False)
+    assert answer["agentStatus"] == "UN_IMPORT" and "build" not in answer["data"]
+
+
+def test_ask_on_a_server_without_ask(fakeci):
+    fakeci.set_state(askSupported=False)
+    resp = call(fakeci, "POST", ASK, body=ask_body())
+    assert resp.status == 404
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json() == {"status": 404, "message": "资源不存在", "data": "HTTP 404 Not Found"}
+    bad = call(fakeci, "POST", ASK, body={"nonsense": 1}, headers={"X-DEVOPS-AGENT-ID": "x"})
+    assert bad.status == 404                           # before any auth or body check
+    assert call(fakeci, "POST", HEARTBEAT, body=HEARTBEAT_BODY).status == 200
+    assert call(fakeci, "GET", STATUS).json()["data"] == "IMPORT_OK"
+    fakeci.queue_build()
+    assert "data" in pull(fakeci)
+    assert fakeci.violations == [] and fakeci.count("requests", "/ask") == 2
+    fakeci.set_state(askSupported=True)                # "the server was upgraded"
+    assert ask(fakeci)["status"] == 0
+
+
+def test_ask_rate_limit(fakeci):
+    fakeci.set_state(rateLimits=True)
+    build = fakeci.queue_build()
+    first = ask(fakeci, build="NONE", upgrade=False)
+    assert first["status"] == 0
+    assert ask(fakeci) == {"status": 1, "message": "request too frequently"}
+    assert ask(fakeci) == {"status": 1, "message": "request too frequently"}
+    assert fakeci.count("rate_limited") == 2 and fakeci.count("rate_limited", "/ask") == 2
+    assert [r["name"] for r in fakeci.rate_limited] == ["ask", "ask"]
+    assert fakeci.count("requests", "/ask") == 3 and len(fakeci.asks()) == 3
+    assert [b["buildId"] for b in fakeci.builds()["queued"]] == [build["buildId"]]
+    # The other limits are separate: a heartbeat right after an ask is answered.
+    assert call(fakeci, "POST", HEARTBEAT, body=HEARTBEAT_BODY).json()["status"] == 0
+    assert admin(fakeci, "GET", "wait?what=rate_limited&count=2&timeout=1")[0] == 200
+    assert len(admin(fakeci, "GET", "rate_limited")[1]) == 2
+
+
+@pytest.mark.parametrize("mutate,expect", [
+    (lambda b: b["heartbeat"].update(errorExitData={"ErrorEnum": "THIRD_AGENT_EXIT_NOT_WORKER",
+                                                    "Message": "x"}),
+     "$.heartbeat.errorExitData.errorEnum: required key missing (found 'ErrorEnum'"),
+    (lambda b: b["askEnable"].pop("dockerDebug"), "$.askEnable.dockerDebug: required key missing"),
+    (lambda b: b["askEnable"].update(pipeline=None), "$.askEnable.pipeline: required key is null"),
+    (lambda b: b["askEnable"].update(build="SOME"), "$.askEnable.build: expected one of"),
+    (lambda b: b["askEnable"].update(upgrade="true"), "$.askEnable.upgrade: expected bool"),
+    (lambda b: b.pop("askEnable"), "$.askEnable: required key missing"),
+    (lambda b: b["heartbeat"]["props"].update(osVersion={"Name": "x"}),
+     "$.heartbeat.props.osVersion: expected string"),
+    (lambda b: b["heartbeat"].pop("agentIp"), "$.heartbeat.agentIp: required key missing"),
+    (lambda b: b["upgrade"].update(workerVersion=1), "$.upgrade.workerVersion: expected string"),
+])
+def test_ask_body_shape_violations(fakeci, mutate, expect):
+    body = ask_body()
+    mutate(body)
+    resp = call(fakeci, "POST", ASK, body=body)
+    assert resp.status == 400 and resp.json()["status"] == 400
+    [violation] = fakeci.violations
+    assert violation["kind"] == "body" and expect in violation["message"]
+    assert fakeci.get_state()["lastHeartbeat"] is None
+
+
+@pytest.mark.parametrize("enable_upgrade,upgrade,expect", [
+    (False, UPGRADE_BODY, "must be null while askEnable.upgrade is false"),
+    (True, None, "null while askEnable.upgrade is true"),
+])
+def test_ask_upgrade_and_ask_enable_disagree(fakeci, enable_upgrade, upgrade, expect):
+    fakeci.set_upgrade(worker=True)
+    body = dict(ask_body(upgrade=enable_upgrade), upgrade=upgrade)
+    answer = ask(fakeci, body)                          # answered, like the real server
+    assert answer["status"] == 0 and "upgrade" not in answer["data"]
+    [violation] = fakeci.violations
+    assert violation["kind"] == "body" and expect in violation["message"]
+    assert not fakeci.get_state()["upgrading"]
+
+
+def test_ask_lower_camel_error_exit_data_is_accepted(fakeci):
+    exit_data = {"errorEnum": "THIRD_AGENT_EXIT_TIMEOUT_ERROR", "message": None}
+    ask(fakeci, ask_body(errorExitData=exit_data))
+    assert fakeci.get_state()["lastHeartbeat"]["errorExitData"] == exit_data
+    assert fakeci.violations == []
+
+
+def test_corrupt_ask_keeps_the_build_queued(fakeci):
+    build = fakeci.queue_build()
+    fakeci.queue_pipeline(command="ls", seq_id="s1")
+    fakeci.set_upgrade(worker=True)
+    fakeci.corrupt_ask("build", "oops")
+    fakeci.corrupt_ask("heartbeat", 42)
+    fakeci.corrupt_ask("upgrade", {"agentStatus": 5})
+    fakeci.corrupt_ask("pipeline", [1, 2], count=2)
+    answer = ask(fakeci, pipeline=True)
+    assert answer["status"] == 0 and answer["agentStatus"] == "IMPORT_OK"
+    assert answer["data"] == {"heartbeat": 42, "build": "oops", "upgrade": {"agentStatus": 5},
+                              "pipeline": [1, 2]}
+    assert [b["buildId"] for b in fakeci.builds()["queued"]] == [build["buildId"]]
+    assert fakeci.pulled == [] and not fakeci.get_state()["upgrading"]
+    assert fakeci.pipelines()[0]["served"] == 0
+    assert fakeci.ask_corruptions() == [{"part": "pipeline", "value": [1, 2], "count": 1}]
+    data = ask(fakeci, pipeline=True)["data"]
+    assert data["build"]["buildId"] == build["buildId"] and data["pipeline"] == [1, 2]
+    assert data["upgrade"]["worker"] is True and data["heartbeat"]["agentStatus"] == "IMPORT_OK"
+    assert fakeci.ask_corruptions() == []
+    assert ask(fakeci, pipeline=True)["data"]["pipeline"]["seqId"] == "s1"
+
+
+def test_corrupt_ask_data_and_agent_status(fakeci):
+    build = fakeci.queue_build()
+    fakeci.corrupt_ask("data", "not an object", count=-1)
+    for _ in range(2):
+        assert ask(fakeci) == {"status": 0, "agentStatus": "IMPORT_OK", "data": "not an object"}
+    assert len(fakeci.builds()["queued"]) == 1
+    fakeci.clear_ask_corruptions()
+    fakeci.corrupt_ask("agentStatus", None)           # top-level status missing, build present
+    answer = ask(fakeci, upgrade=False)
+    assert "agentStatus" not in answer and answer["data"]["build"]["buildId"] == build["buildId"]
+    with pytest.raises(ValueError):
+        fakeci.corrupt_ask("debug", 1)
+    with pytest.raises(ValueError):
+        fakeci.corrupt_ask("build", 1, count=0)
+
+
+def test_corrupt_ask_over_admin_http(fakeci):
+    status, rules = admin(fakeci, "POST", "ask_corruptions",
+                          {"part": "heartbeat", "value": {"agentStatus": 5}, "count": 2})
+    assert status == 200 and rules == [{"part": "heartbeat", "value": {"agentStatus": 5},
+                                        "count": 2}]
+    assert admin(fakeci, "POST", "ask_corruptions", [{"part": "build", "value": None}])[0] == 200
+    assert len(admin(fakeci, "GET", "ask_corruptions")[1]) == 2
+    assert admin(fakeci, "POST", "ask_corruptions", {"part": "nope", "value": 1})[0] == 400
+    assert admin(fakeci, "POST", "ask_corruptions", {"part": "build"})[0] == 400
+    assert ask(fakeci)["data"]["heartbeat"] == {"agentStatus": 5}
+    assert admin(fakeci, "DELETE", "ask_corruptions")[1] == {"ok": True}
+    assert fakeci.ask_corruptions() == []
+    body = ask_body()
+    ask(fakeci, body)
+    assert admin(fakeci, "GET", "asks")[1] == [body, body]
+
+
+def test_ask_data_is_null(fakeci):
+    fakeci.corrupt_ask("heartbeat", None)
+    assert ask(fakeci, build="ALL", upgrade=False) == {"status": 1, "message": "data is null"}
+    # A failed heartbeat part with a build: status 0, no agentStatus (quirk Q1).
+    build = fakeci.queue_build()
+    fakeci.corrupt_ask("heartbeat", None)
+    answer = ask(fakeci, build="ALL", upgrade=False)
+    assert answer["status"] == 0 and "agentStatus" not in answer
+    assert list(answer["data"]) == ["build"]
+    assert answer["data"]["build"]["buildId"] == build["buildId"]
+    # "Nothing to hand out" is not a failure.
+    assert list(ask(fakeci, build="ALL", upgrade=False)["data"]) == ["heartbeat"]
+
+
+def test_ask_with_a_wrong_secret(fakeci):
+    fakeci.queue_build()
+    bad = {"X-DEVOPS-AGENT-SECRET-KEY": "wrong"}
+    resp = call(fakeci, "POST", ASK, body=ask_body(upgrade=False), headers=bad)
+    assert resp.status == 200 and resp.json() == {"status": 1, "message": "data is null"}
+    resp = call(fakeci, "POST", ASK, body=ask_body(upgrade=True), headers=bad)
+    assert resp.json() == {"status": 0, "data": {"upgrade": NO_UPGRADE}}
+    assert [v["kind"] for v in fakeci.violations] == ["auth", "auth"]
+    assert len(fakeci.builds()["queued"]) == 1
+
+
+def test_ask_faults_apply(fakeci):
+    fakeci.add_fault("/ask", "wrongtype")
+    data = ask(fakeci)["data"]
+    assert data["heartbeat"]["parallelTaskCount"] == "4" and data["upgrade"]["agent"] == "true"
+    assert data["build"]["buildId"] == ["b-1"] and data["pipeline"]["seqId"] == 42
+    fakeci.add_fault("/ask", "500")
+    assert call(fakeci, "POST", ASK, body=ask_body()).status == 500
+    assert [r["fault"] for r in fakeci.requests(path_contains="/ask")] == ["wrongtype", "500"]
 
 
 # ------------------------------------------------------------------- faults
