@@ -258,6 +258,41 @@ def assert_no_violations(fakeci: FakeCI) -> None:
         f"  {v['kind']}: {v['method']} {v['path']}: {v['message']}" for v in violations)
 
 
+# ------------------------------------------------------------------- poll modes
+
+ASK_PATH = "thirdPartyAgent/ask"
+HEARTBEAT_PATH = "agents/newHeartbeat"
+
+
+def heartbeats(fakeci: FakeCI) -> list[dict]:
+    """Every heartbeat body the agent sent, in order, whatever carried it:
+    a legacy newHeartbeat call or the heartbeat part of an ask."""
+    out = []
+    for r in fakeci.requests():
+        body = r.get("json")
+        if r["path"].endswith(HEARTBEAT_PATH) and isinstance(body, dict):
+            out.append(body)
+        elif (r["path"].endswith(ASK_PATH) and isinstance(body, dict)
+              and isinstance(body.get("heartbeat"), dict)):
+            out.append(body["heartbeat"])
+    return out
+
+
+def wait_heartbeats(fakeci: FakeCI, count: int, timeout: float = 10.0) -> list[dict]:
+    """Wait until the agent sent at least count heartbeats; returns them (or [])."""
+    ok = fakeci.wait_until(lambda: len(heartbeats(fakeci)) >= count, timeout=timeout)
+    return heartbeats(fakeci) if ok else []
+
+
+@pytest.fixture(params=["ask", "legacy"])
+def poll_mode(request, fakeci):
+    """Run a test against a current server (ask) and against one that
+    predates ask (it answers 404, so the agent falls back to the legacy
+    loops). The value is the mode the agent must end up in."""
+    fakeci.set_state(askSupported=request.param == "ask")
+    return request.param
+
+
 # ------------------------------------------------------------------- fixtures
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (Agent, assert_no_violations, read_properties, wait_until,
-                      write_properties)
+from conftest import (Agent, assert_no_violations, heartbeats, read_properties,
+                      wait_heartbeats, wait_until, write_properties)
 
 
 def start_agent(install_dir, **kw):
@@ -39,7 +39,7 @@ def test_version_commands(install_dir):
     assert len(full.stdout.splitlines()) == 3
 
 
-def test_startup_and_two_heartbeats(install_dir, fakeci):
+def test_startup_and_two_heartbeats(install_dir, fakeci, poll_mode):
     agent = start_agent(install_dir)
     assert fakeci.wait_for("requests", 1, timeout=10, path_contains="thirdPartyAgent/startup"
                            ) and fakeci.wait_until(lambda: fakeci.get_state()["lastStartup"])
@@ -49,7 +49,7 @@ def test_startup_and_two_heartbeats(install_dir, fakeci):
     assert startup["masterVersion"].startswith("v")
     assert startup["hostIp"] and startup["hostname"] is not None
 
-    assert fakeci.wait_for("requests", 2, timeout=10, path_contains="newHeartbeat")
+    assert len(wait_heartbeats(fakeci, 2)) >= 2
     hb = fakeci.get_state()["lastHeartbeat"]
     assert hb["parallelTaskCount"] == 4
     assert hb["agentInstallPath"] == os.path.realpath(install_dir)
@@ -59,11 +59,19 @@ def test_startup_and_two_heartbeats(install_dir, fakeci):
     assert hb["props"]["jdkVersion"][0].startswith("openjdk version")
     assert hb["errorExitData"] is None
     assert hb["dockerTaskList"] == []
+    os_version = json.loads(hb["props"]["osVersion"])  # a JSON text, as HEAD sends it
+    assert os_version["KernelVersion"] == os.uname().release
+    assert os_version["Architecture"] == os.uname().machine
     assert agent.running
+    # The mode the server allows, said in the log.
+    agent.wait_for_log(f"poll mode: {poll_mode} ")
+    if poll_mode == "ask":
+        assert not fakeci.requests(path_contains="newHeartbeat")
+        assert not fakeci.requests(path_contains="thirdPartyAgent/status")
     assert_no_violations(fakeci)
 
 
-def test_build_end_to_end(install_dir, fakeci):
+def test_build_end_to_end(install_dir, fakeci, poll_mode):
     agent = start_agent(install_dir)
     build = fakeci.queue_build(script='echo "hello from $DEVOPS_BUILD_ID"; pwd')
     assert fakeci.wait_for("finished", 1, timeout=30), agent.read_log()[-3000:]
@@ -114,7 +122,7 @@ def test_nonzero_exit_without_message_is_a_failure(install_dir, fakeci):
     assert report["error"]["errorCode"] == 2128040
 
 
-def test_parallel_cap_is_respected(install_dir, fakeci):
+def test_parallel_cap_is_respected(install_dir, fakeci, poll_mode):
     write_properties(install_dir, fakeci, {"devops.parallel.task.count": "2"})
     fakeci.set_state(parallelTaskCount=2)
     agent = start_agent(install_dir)
@@ -128,7 +136,7 @@ def test_parallel_cap_is_respected(install_dir, fakeci):
         time.sleep(0.05)
     assert len(fakeci.finished) == 5, agent.read_log()[-3000:]
     assert max_running == 2
-    lists = [r["json"]["taskList"] for r in fakeci.requests(path_contains="newHeartbeat")]
+    lists = [hb["taskList"] for hb in heartbeats(fakeci)]
     assert max(len(t or []) for t in lists) == 2
     assert {f["buildId"] for f in fakeci.finished} == {b["buildId"] for b in builds}
     assert_no_violations(fakeci)
@@ -169,7 +177,9 @@ def test_capitalised_heartbeat_keys(install_dir, fakeci):
 
 
 def test_no_claim_unless_import_ok(install_dir, fakeci):
-    fakeci.set_state(status="IMPORT_EXCEPTION")
+    """Legacy mode: the agent asks GET status before each pull. (In ask mode
+    the server itself hands out no build part unless the agent is IMPORT_OK.)"""
+    fakeci.set_state(askSupported=False, status="IMPORT_EXCEPTION")
     agent = start_agent(install_dir)
     fakeci.queue_build(script="true")
     assert fakeci.wait_for("requests", 3, timeout=10, path_contains="thirdPartyAgent/status")
@@ -181,7 +191,7 @@ def test_no_claim_unless_import_ok(install_dir, fakeci):
 @pytest.mark.parametrize("mode", ["500", "html", "garbage", "truncated", "wrongtype", "close"])
 def test_agent_survives_server_faults(install_dir, fakeci, mode):
     for path in ("newHeartbeat", "thirdPartyAgent/status", "startup?buildType",
-                 "workerBuildFinish", "thirdPartyAgent/startup"):
+                 "workerBuildFinish", "thirdPartyAgent/startup", "thirdPartyAgent/ask"):
         fakeci.add_fault(path, mode, count=2)
     agent = start_agent(install_dir)
     build = fakeci.queue_build(script="echo survived")
@@ -191,7 +201,7 @@ def test_agent_survives_server_faults(install_dir, fakeci, mode):
     acked = [f for f in finished_for(fakeci, build["buildId"])]
     assert len(acked) >= 1
     assert acked[-1]["success"] is True
-    assert wait_until(lambda: fakeci.count("requests", "newHeartbeat") >= 4, 15)
+    assert wait_until(lambda: len(heartbeats(fakeci)) >= 4, 15)
     assert agent.running
 
 
@@ -210,7 +220,7 @@ def test_finish_report_retried_until_acknowledged(install_dir, fakeci):
 
 def test_sigterm_exits_zero(install_dir, fakeci):
     agent = start_agent(install_dir)
-    assert fakeci.wait_for("requests", 1, timeout=10, path_contains="newHeartbeat")
+    assert wait_heartbeats(fakeci, 1)
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(timeout=5) == 0
 
@@ -279,9 +289,8 @@ def test_missing_worker_jar_fails_without_starting(install_dir, fakeci):
     assert len(fakeci.finished) == 1
     # The fatal condition travels in the next heartbeat, then the agent stops (88).
     assert agent.wait(timeout=15) == 88
-    hb = [r["json"] for r in fakeci.requests(path_contains="newHeartbeat")]
     assert any((h.get("errorExitData") or {}).get("errorEnum") == "THIRD_AGENT_EXIT_NOT_WORKER"
-               for h in hb)
+               for h in heartbeats(fakeci))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
