@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (Agent, assert_no_violations, cleanup_install_dir, wait_until,
-                      write_properties)
+from conftest import (ASK_PATH, Agent, assert_no_violations, cleanup_install_dir,
+                      heartbeats, wait_heartbeats, wait_until, write_properties)
 
 HB = "agents/newHeartbeat"
 FINISH = "workerBuildFinish"
@@ -71,19 +71,14 @@ def finishes(fakeci, build: dict) -> list:
     return [f for f in fakeci.finished if f.get("buildId") == build["buildId"]]
 
 
-def heartbeats(fakeci) -> list:
-    """Bodies of the heartbeats received, oldest first."""
-    return [r["json"] for r in fakeci.requests(HB) if isinstance(r.get("json"), dict)]
-
-
 def task_ids(hb: dict) -> set:
     return {t.get("buildId") for t in (hb.get("taskList") or [])}
 
 
-def wait_heartbeats(fakeci, more: int, timeout: float = 20.0) -> None:
+def wait_more_heartbeats(fakeci, more: int, timeout: float = 20.0) -> None:
     """Wait until `more` further heartbeats arrived (lets the agent run a while)."""
-    start = fakeci.count("requests", HB)
-    assert fakeci.wait_for("requests", start + more, timeout, path_contains=HB), \
+    start = len(heartbeats(fakeci))
+    assert wait_heartbeats(fakeci, start + more, timeout), \
         "the agent stopped sending heartbeats"
 
 
@@ -117,7 +112,7 @@ def test_kill9_during_build_worker_survives_and_is_reported_once(fakeci, install
     assert alive(worker), "the worker died with the agent"
     assert not finishes(fakeci, build)
 
-    restart_at = fakeci.count("requests", HB)
+    restart_at = len(heartbeats(fakeci))
     second = start(install_dir)
     second.wait_for_log(r"build %s_1: worker %d still running; re-adopted" % (
         build["buildId"], worker))
@@ -129,7 +124,7 @@ def test_kill9_during_build_worker_survives_and_is_reported_once(fakeci, install
 
     assert fakeci.wait_until(lambda: finishes(fakeci, build), 60), "finish never reported"
     assert wait_until(lambda: journal(install_dir, build) is None, 10)
-    wait_heartbeats(fakeci, 3)
+    wait_more_heartbeats(fakeci, 3)
     got = finishes(fakeci, build)
     assert len(got) == 1, f"finish reported {len(got)} times"
     assert got[0]["success"] is True and got[0]["error"] is None
@@ -160,7 +155,7 @@ def test_finish_while_server_down_arrives_after_restart(fakeci, install_dir):
     fakeci.set_down(False)
     assert fakeci.wait_until(lambda: finishes(fakeci, build), 30), "report never arrived"
     assert wait_until(lambda: journal(install_dir, build) is None, 10)
-    wait_heartbeats(fakeci, 3)
+    wait_more_heartbeats(fakeci, 3)
     got = finishes(fakeci, build)
     assert len(got) == 1 and got[0]["success"] is True
 
@@ -176,14 +171,14 @@ def test_outbox_retries_until_status_0_and_delivers_once(fakeci, install_dir):
     assert fakeci.wait_until(lambda: finishes(fakeci, build), 40), "never delivered"
     assert wait_until(lambda: journal(install_dir, build) is None, 10)
     agent.wait_for_log(r"build %s_1: finish report acknowledged" % build["buildId"])
-    wait_heartbeats(fakeci, 3)
+    wait_more_heartbeats(fakeci, 3)
     assert fakeci.count("requests", FINISH) == 5, "4 failures + 1 success expected"
     assert len(finishes(fakeci, build)) == 1
 
     # Acknowledged means forgotten: a restart sends nothing again.
     assert agent.stop(timeout=5) == 0
     start(install_dir)
-    wait_heartbeats(fakeci, 3)
+    wait_more_heartbeats(fakeci, 3)
     assert fakeci.count("requests", FINISH) == 5
     assert len(finishes(fakeci, build)) == 1
 
@@ -287,6 +282,7 @@ def test_sigterm_exits_fast_with_two_builds_and_server_hanging(fakeci, install_d
     # From now on the server hangs: reports and heartbeats never answer.
     fakeci.add_fault(FINISH, "stall", count=-1, seconds=600)
     fakeci.add_fault(HB, "stall", count=-1, seconds=600)
+    fakeci.add_fault(ASK_PATH, "stall", count=-1, seconds=600)
     wait_state(install_dir, short, "finished")
     assert fakeci.wait_until(lambda: fakeci.requests(FINISH), 10), "report not attempted"
 
@@ -301,7 +297,7 @@ def test_sigterm_exits_fast_with_two_builds_and_server_hanging(fakeci, install_d
     assert journal(install_dir, short)["state"] == "finished"
 
     fakeci.clear_faults()
-    restart_at = fakeci.count("requests", HB)
+    restart_at = len(heartbeats(fakeci))
     second = start(install_dir)
     for build, pid in ((long1, w1), (long2, w2)):
         second.wait_for_log(r"build %s_1: worker %d still running; re-adopted"
@@ -336,7 +332,7 @@ def test_cap_holds_across_restart(fakeci, install_dir):
     b4 = fakeci.queue_build(script="echo fourth")
     second = start(install_dir)
     second.wait_for_log(r"journal: 2 build\(s\) recovered, 2 counting against the cap")
-    wait_heartbeats(fakeci, 4)
+    wait_more_heartbeats(fakeci, 4)
     assert {p["buildId"] for p in fakeci.pulled} == {b1["buildId"], b2["buildId"]}
     assert len(fakeci.builds()["queued"]) == 2
 
