@@ -37,10 +37,10 @@
 static void
 cli_vprint(FILE *f, const char *prefix, const char *fmt, va_list ap)
 {
-	fputs(prefix, f);
-	vfprintf(f, fmt, ap);
-	fputc('\n', f);
-	fflush(f);
+	(void)fputs(prefix, f);
+	(void)vfprintf(f, fmt, ap);
+	(void)fputc('\n', f);
+	(void)fflush(f);
 }
 
 /* "[BK-CI] ..." on stdout. */
@@ -71,7 +71,7 @@ cli_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fflush(stdout);
+	(void)fflush(stdout);
 	va_start(ap, fmt);
 	cli_vprint(stderr, "[BK-CI][ERROR] ", fmt, ap);
 	va_end(ap);

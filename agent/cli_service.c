@@ -331,7 +331,7 @@ rc_local_clean(const char *name)
 	struct stat st;
 	int dropped = 0;
 
-	if (fs_read_regular(rc, 1024 * 1024, &text, &len) == -1)
+	if (fs_read_regular(rc, (size_t)1024 * 1024, &text, &len) == -1)
 		return;
 	if (stat(rc, &st) == -1) {
 		free(text);
@@ -447,7 +447,7 @@ linger_ensure(void)
 	}
 	/* A directory (LDAP/SSSD) user is unknown to logind early at boot. */
 	needle = xasprintf("\n%s:", user);
-	if (fs_read_file("/etc/passwd", 4 * 1024 * 1024, &pw, &len) == 0) {
+	if (fs_read_file("/etc/passwd", (size_t)4 * 1024 * 1024, &pw, &len) == 0) {
 		char *all = xasprintf("\n%s", pw);
 		if (strstr(all, needle) == NULL)
 			cli_warn("%s is not in /etc/passwd (a network account?): linger "
