@@ -144,7 +144,9 @@ status_service(struct report *r, const char *name)
 		    (out ? out : "systemctl show failed"));
 		if (user) {
 			char *u = cli_user_name();
-			char *flag = xasprintf("/var/lib/systemd/linger/%s", u);
+			const char *dir = getenv("DEVOPS_LINGER_DIR");
+			char *flag = xasprintf("%s/%s", dir != NULL && *dir != '\0' ? dir :
+			    "/var/lib/systemd/linger", u);
 			check(r, "linger", fs_exists(flag), "%s", fs_exists(flag) ? "on" :
 			    "off: the service stops at logout");
 			free(flag);

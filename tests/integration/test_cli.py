@@ -141,6 +141,14 @@ def test_install_user_mode(box):
     assert "loginctl enable-linger" in calls
     assert (box.inst / ".install_type").read_text() == "USER"
     assert_running(box)
+
+    def linger_check():
+        doc = json.loads(box.cli("status", "--json", env=env, check=False).stdout)
+        return {c["name"]: c["ok"] for c in doc["checks"]}["linger"]
+    assert linger_check() is False
+    (box.tmp / "linger").mkdir()
+    (box.tmp / "linger" / "tester").touch()
+    assert linger_check() is True
     box.cli("stop", env=env)
     assert "systemctl --user stop " + SERVICE in box.calls()
     assert_stopped(box)
