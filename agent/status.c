@@ -23,6 +23,9 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "agent.h"
 #include "cli.h"
@@ -253,6 +256,43 @@ body_discard(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+/*
+ * Trust the PEM certificates of .cert on top of the system roots, as the
+ * agent does (common/http.c). Read with fs_read_regular: a FIFO planted as
+ * .cert must not hang the report.
+ */
+static CURLcode
+cert_add(CURL *easy, void *ssl_ctx, void *arg)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store((SSL_CTX *)ssl_ctx);
+	char *pem = NULL;
+	size_t len;
+	BIO *bio;
+	X509 *x;
+
+	(void)easy;
+	(void)arg;
+	if (fs_read_regular(".cert", (size_t)4 * 1024 * 1024, &pem, &len) == -1)
+		return CURLE_OK;
+	if ((bio = BIO_new_mem_buf(pem, (int)len)) != NULL) {
+		while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+			(void)X509_STORE_add_cert(store, x);
+			X509_free(x);
+		}
+		BIO_free(bio);
+	}
+	free(pem);
+	return CURLE_OK;
+}
+
+/* The TLS settings of both probes. */
+static void
+tls_setup(CURL *e)
+{
+	if (fs_is_file(".cert"))
+		curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, cert_add);
+}
+
 /* The gateway: DNS, TCP (+TLS), then an authenticated GET. */
 static void
 status_gateway(struct report *r, const struct config *c)
@@ -275,6 +315,7 @@ status_gateway(struct report *r, const struct config *c)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)STATUS_CONNECT_MS * 2);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	tls_setup(e);
 	rc = curl_easy_perform(e);
 	if (rc == CURLE_COULDNT_RESOLVE_HOST) {
 		check(r, "gateway dns", 0, "%s: %s", base, curl_easy_strerror(rc));
@@ -307,6 +348,7 @@ status_gateway(struct report *r, const struct config *c)
 	h = curl_slist_append(h, hdr);
 	free(hdr);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+	tls_setup(e);
 	rc = curl_easy_perform(e);
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
