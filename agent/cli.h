@@ -63,7 +63,10 @@ int cli_service_name(char *buf, size_t size, char *err, size_t errlen);
 int cli_is_root(void);
 /** The user id the CLI acts as (geteuid, or DEVOPS_AGENT_TEST_UID). */
 unsigned long cli_uid(void);
-/** The name of the user cli_uid() names (SHIM_USER-like knob: DEVOPS_AGENT_TEST_USER). New string. */
+/**
+ * Name of the acting user (the test knob DEVOPS_AGENT_TEST_USER overrides).
+ * New string, caller frees.
+ */
 char *cli_user_name(void);
 
 /**
