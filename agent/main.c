@@ -1,6 +1,7 @@
 /*
- * main.c - devopsAgent: start-up (agent-behaviour §5.1), signals, modes and
- * the exit path. See docs/devopsAgent.md for flags, signals and exit codes.
+ * main.c - devopsAgent: with an argument, a subcommand (cli.c); without,
+ * the agent: start-up (lock, .env/.path, properties), signals, modes and
+ * the exit path. See docs/devopsAgent.md for commands, signals, exit codes.
  */
 #include <errno.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 
 #include "agent.h"
 #include "child.h"
+#include "cli.h"
 #include "ev.h"
 #include "fsutil.h"
 #include "http.h"
@@ -87,41 +89,6 @@ log_environment(void)
 	}
 }
 
-/* `devopsAgent drain`: ask the running agent to drain (SIGUSR1). */
-static int
-cmd_drain(void)
-{
-	long pid = pidfile_read("agent");
-	char *exe;
-	int ok;
-
-	if (pid <= 0 || lock_is_held("runtime/agent.lock") != 1) {
-		fprintf(stderr, "devopsAgent: no running agent\n");
-		return 1;
-	}
-	exe = xasprintf("%s/devopsAgent", A.workdir);
-	ok = proc_exe_is((pid_t)pid, exe);
-	if (!ok)
-		fprintf(stderr, "devopsAgent: pid %ld in runtime/agent.pid is not "
-		    "%s; not signalled\n", pid, exe);
-	free(exe);
-	if (!ok)
-		return 1;
-	if (kill((pid_t)pid, SIGUSR1) == -1) {
-		fprintf(stderr, "devopsAgent: kill %ld: %s\n", pid, strerror(errno));
-		return 1;
-	}
-	printf("agent %ld is draining: it exits when its builds are done\n", pid);
-	return 0;
-}
-
-/* Print the command line. */
-static void
-usage(void)
-{
-	fprintf(stderr, "usage: devopsAgent [version | fullVersion | debug | drain]\n");
-}
-
 /* Start-up (§5.1), the loop, and the exit path. */
 int
 main(int argc, char *argv[])
@@ -130,31 +97,22 @@ main(int argc, char *argv[])
 	int lockfd, rc;
 	const char *fast = getenv("DEVOPS_AGENT_TEST_FAST");
 
-	if (argc == 2 && strcmp(argv[1], "version") == 0) {
-		printf("%s\n", AGENT_VERSION);
-		return 0;
-	}
-	if (argc == 2 && strcmp(argv[1], "fullVersion") == 0) {
-		printf("%s\n%s\n%s\n", AGENT_VERSION, AGENT_GIT_COMMIT, AGENT_BUILD_TIME);
-		return 0;
-	}
-	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-		usage();
-		return 0;
-	}
-	A.debug = argc == 2 && strcmp(argv[1], "debug") == 0;
-	A.fast = fast != NULL && strcmp(fast, "1") == 0;
-
 	/* WORKDIR is where the binary lives, not argv[0] or the cwd (W22). */
 	if (fs_exe_dir(A.workdir, sizeof(A.workdir)) == -1 || chdir(A.workdir) == -1) {
-		fprintf(stderr, "devopsAgent: cannot enter the install directory: %s\n",
+		fprintf(stderr, "[BK-CI][ERROR] cannot enter the install directory: %s\n",
 		    strerror(errno));
 		return 1;
 	}
-	if (argc == 2 && strcmp(argv[1], "drain") == 0)
-		return cmd_drain();
-	if (argc > 1 && !A.debug)
-		fprintf(stderr, "devopsAgent: ignoring arguments (GoAgent compatible)\n");
+	/*
+	 * Any argument means a subcommand (install, start, status, ...): GoAgent
+	 * HEAD's cmd/agent/main.go. The CLI never takes the agent's lock. The
+	 * daemon starts the agent with no argument; debug logging comes from
+	 * the .debug file (`devopsAgent debug on`).
+	 */
+	if (argc > 1)
+		return cli_main(A.workdir, argc, argv);
+	A.debug = fs_exists(CLI_DEBUG_FILE);
+	A.fast = fast != NULL && strcmp(fast, "1") == 0;
 
 	(void)fs_mkdir_p("logs", 0755);
 	if (log_open("logs/devopsAgent.log", "agent") == -1) {
@@ -171,6 +129,8 @@ main(int argc, char *argv[])
 			log_warn("CheckProcess(agent) failed");
 		return 0;
 	}
+	/* After the lock, before the properties: the operator's environment. */
+	(void)envfile_apply();
 	if (config_load(&A.cfg, CONFIG_FILE, A.workdir, err, sizeof(err)) == -1) {
 		log_error("%s: %s", CONFIG_FILE, err);
 		fprintf(stderr, "devopsAgent: %s: %s\n", CONFIG_FILE, err);

@@ -29,11 +29,13 @@
 /**
  * Supervise the agent until a signal or the agent's exit 88 ends it.
  * workdir: absolute install directory (the cwd already), borrowed.
- * debug: pass "debug" to every agent started. stable_ms: a run at least this
+ * debug_arg: the daemon was started with "debug" (kept across a SIGUSR2
+ * re-exec; the agent is always started with no argument and reads
+ * WORKDIR/.debug itself). stable_ms: a run at least this
  * long resets the crash-loop backoff. Returns the daemon's exit code: 0 after
  * SIGTERM/SIGINT (the agent keeps running), 88 after the agent exited 88.
  */
-int super_run(const char *workdir, int debug, int64_t stable_ms);
+int super_run(const char *workdir, int debug_arg, int64_t stable_ms);
 
 /**
  * `devopsDaemon stop-all`: stop the daemon of workdir, then its agent.

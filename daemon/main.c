@@ -1,13 +1,14 @@
 /*
  * main.c - devopsDaemon: keeps devopsAgent running (agent-behaviour §4).
  *
- *   devopsDaemon              supervise the agent
- *   devopsDaemon debug        same, debug logging, "debug" passed to the agent
+ *   devopsDaemon              supervise the agent (started with no argument)
+ *   devopsDaemon debug        same, with debug logging in the daemon's log
  *   devopsDaemon version      print the version
  *   devopsDaemon fullVersion  print version, git commit, build time
  *   devopsDaemon stop-all     stop the running daemon, then its agent
  *
- * Any other argument list is ignored, as GoAgent does (§12.1).
+ * Any other argument list is ignored, as GoAgent does. Debug logging is
+ * also on when WORKDIR/.debug exists (`devopsAgent debug on`).
  */
 #include <errno.h>
 #include <limits.h>
@@ -80,7 +81,7 @@ main(int argc, char **argv)
 		if (!stopall)
 			return 1;
 	}
-	if (debug)
+	if (debug || fs_exists(".debug"))
 		log_set_level(LOG_DEBUG);
 	if (stopall) {
 		log_set_stderr(1);
@@ -106,7 +107,7 @@ main(int argc, char **argv)
 	stable = stable_ms_get();
 	log_info("devopsDaemon %s (%s) started: pid %ld, workdir %s, stable run %lld ms%s",
 	    AGENT_VERSION, AGENT_GIT_COMMIT, (long)getpid(), workdir,
-	    (long long)stable, debug ? ", debug" : "");
+	    (long long)stable, log_get_level() == LOG_DEBUG ? ", debug" : "");
 	rc = super_run(workdir, debug, stable);
 	log_info("devopsDaemon exits with %d", rc);
 	lock_release(fd);

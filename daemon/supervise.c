@@ -50,7 +50,8 @@ struct super {
 	enum super_state  state;
 	const char	 *workdir;
 	char		 *agent_path;	/* workdir/devopsAgent */
-	char		 *argv[3];	/* agent_path [debug] NULL */
+	char		 *argv[2];	/* agent_path NULL: never an argument (CLI mode) */
+	const char	 *self_arg;	/* the daemon's own "debug" argument, or NULL */
 	pid_t		  child;	/* our agent, or -1 */
 	int64_t		  child_start;	/* mono ms of its spawn */
 	int		  fails;	/* fast deaths in a row */
@@ -147,7 +148,7 @@ super_spawn(struct super *s)
 	s->child = pid;
 	s->child_start = mono_ms();
 	s->state = SUPER_CHILD;
-	log_info("started agent pid %ld%s", (long)pid, s->argv[1] ? " (debug)" : "");
+	log_info("started agent pid %ld", (long)pid);
 	return 0;
 }
 
@@ -275,7 +276,7 @@ static void
 super_reexec(struct super *s)
 {
 	char *path = xasprintf("%s/%s", s->workdir, DAEMON_BIN);
-	char *argv[] = { path, s->argv[1], NULL };
+	char *argv[] = { path, (char *)s->self_arg, NULL };
 
 	log_info("SIGUSR2: re-executing %s in place (pid %ld)", path,
 	    (long)getpid());
@@ -331,7 +332,7 @@ super_timeout(const struct super *s)
 
 /* Set up the state and signals, then run the loop until it has an exit code. */
 int
-super_run(const char *workdir, int debug, int64_t stable_ms)
+super_run(const char *workdir, int debug_arg, int64_t stable_ms)
 {
 	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR2, 0 };
 	struct super s;
@@ -342,9 +343,11 @@ super_run(const char *workdir, int debug, int64_t stable_ms)
 	s.state = SUPER_START;
 	s.workdir = workdir;
 	s.agent_path = xasprintf("%s/%s", workdir, AGENT_BIN);
+	/* A HEAD agent treats any argument as a subcommand and exits at once;
+	 * the agent reads its debug switch from WORKDIR/.debug itself. */
 	s.argv[0] = s.agent_path;
-	s.argv[1] = debug ? "debug" : NULL;
-	s.argv[2] = NULL;
+	s.argv[1] = NULL;
+	s.self_arg = debug_arg ? "debug" : NULL;
 	s.child = -1;
 	s.stable_ms = stable_ms;
 	s.exit_code = -1;

@@ -1,10 +1,10 @@
 /*
  * main.c - tmp/upgrader: replaces the agent's binaries (-action=upgrade) or
- * runs the uninstall script (-action=uninstall). agent-behaviour §7.5;
+ * runs `devopsAgent uninstall` (-action=uninstall). agent-behaviour §7.5;
  * docs/upgrader.md has the flags, the lock hand-off and the exit codes.
  *
  *   upgrader -action=upgrade      (default) swap, health check, rollback
- *   upgrader -action=uninstall    run uninstall.sh
+ *   upgrader -action=uninstall    run `devopsAgent uninstall`
  *   upgrader version | fullVersion
  *
  * Go flag syntax is accepted: -action=x, --action=x, -action x.

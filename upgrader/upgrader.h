@@ -60,8 +60,9 @@ int upgrade_run(const char *workdir, int total_fd);
 int upgrade_report(const char *workdir, int success);
 
 /**
- * -action=uninstall (§7.5 step 4): run WORKDIR/uninstall.sh (cwd WORKDIR,
- * at most 120 s), log its combined output. Returns 0 when it exited 0, else 1.
+ * -action=uninstall: run `WORKDIR/devopsAgent uninstall` (cwd WORKDIR, at
+ * most 120 s, then its process group is killed), log its combined output.
+ * Returns 0 when it exited 0, else 1.
  */
 int uninstall_run(const char *workdir);
 

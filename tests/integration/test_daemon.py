@@ -95,11 +95,30 @@ def test_agent_gets_default_signal_dispositions(inst):
     assert int(rec["sigblk"], 16) == 0, rec["sigblk"]
 
 
-def test_debug_is_forwarded(inst):
+def test_agent_is_started_without_arguments(inst):
+    # A HEAD agent takes any argument as a subcommand and exits at once.
     d, _ = inst
-    run_daemon(inst, "debug")
+    run_daemon(inst)
+    pid = sa.wait_new_agent(d)
+    assert pid
+    assert sa.starts(d)[-1]["args"] == []
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        assert f.read().split(b"\0")[:-1] == [str(d / "devopsAgent").encode()]
+
+
+@pytest.mark.parametrize("how", ["argument", "file"])
+def test_debug_is_not_forwarded_to_the_agent(inst, how):
+    # Debug comes from WORKDIR/.debug, which the agent reads itself; the
+    # daemon's own log goes to debug level with either switch.
+    d, _ = inst
+    if how == "file":
+        (d / ".debug").write_text("1")
+        run_daemon(inst)
+    else:
+        run_daemon(inst, "debug")
     assert sa.wait_new_agent(d)
-    assert sa.starts(d)[-1]["args"] == ["debug"]
+    assert sa.starts(d)[-1]["args"] == []
+    assert sa.wait_for(lambda: re.search(r"started: pid \d+, .*, debug", sa.daemon_log(d)))
 
 
 def test_kill9_brings_new_agent_holding_lock(inst):

@@ -367,7 +367,8 @@ def test_no_upgrade_while_a_build_runs(fakeci, install_dir):
 
 def test_debug_mode_never_upgrades(fakeci, install_dir):
     fakeci.set_upgrade(agent=True, worker=True, jdk=True)
-    agent = Agent(install_dir, fast=True).start(["debug"])
+    (install_dir / ".debug").write_text("1")      # `devopsAgent debug on`
+    agent = Agent(install_dir, fast=True).start()
     agent.wait_for_log(r"upgrade: disabled in debug mode", timeout=30)
     # Several upgrade periods (1 s) later there is still no check at all.
     assert fakeci.wait_for("requests", 1, timeout=30, path_contains="newHeartbeat")
@@ -377,14 +378,21 @@ def test_debug_mode_never_upgrades(fakeci, install_dir):
     assert not fakeci.upgrade_finishes
 
 
-def test_upgrader_uninstall_action(install_dir):
+def test_upgrader_uninstall_action(install_dir, tmp_path):
+    # HEAD's upgrader runs `WORKDIR/devopsAgent uninstall` (test_cli.py checks
+    # what that command does); system paths point into tmp_path.
+    (install_dir / ".install_type").write_text("DIRECT")
+    env = dict(os.environ, DEVOPS_SYSTEMD_SYSTEM_DIR=str(tmp_path / "units"),
+               DEVOPS_RC_LOCAL=str(tmp_path / "rc.local"))
     up = install_dir / "tmp" / "upgrader"
     out = subprocess.run([str(up), "-action=uninstall"], cwd="/", capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
-    assert (install_dir / "uninstall.ran").read_text() == "uninstall.sh ran\n"
+    assert not (install_dir / ".install_type").exists()
     assert (install_dir / "runtime/upgrade.pid").exists()
-    assert "uninstall.sh ran" not in out.stdout     # output goes to the log
-    assert "uninstall: uninstall.sh exit code 0" in upgrader_log(install_dir)
+    assert "Uninstall complete" not in out.stdout     # output goes to the log
+    log = upgrader_log(install_dir)
+    assert "uninstall: devopsAgent uninstall exit code 0" in log
+    assert "[BK-CI] Uninstall complete" in log
     bad = subprocess.run([str(up), "-action=bogus"], capture_output=True, timeout=60)
     assert bad.returncode == 1

@@ -1,7 +1,7 @@
 #!/bin/sh
 # shim_lib.sh - shared by the PATH shims of the script tests (sourced).
 #
-# The shims (systemctl, launchctl, loginctl, crontab, id) record every call as
+# The shims (systemctl, launchctl, loginctl) record every call as
 # one line in $SHIM_LOG and keep their state in $SHIM_STATE, so a test can
 # check what the scripts asked the service manager to do. systemctl and
 # launchctl also emulate starting and stopping a job, so the processes a
