@@ -127,7 +127,7 @@ int
 main(int argc, char *argv[])
 {
 	char err[512];
-	int lockfd, rc;
+	int lockfd, rc, restored;
 	const char *fast = getenv("DEVOPS_AGENT_TEST_FAST");
 
 	if (argc == 2 && strcmp(argv[1], "version") == 0) {
@@ -171,7 +171,7 @@ main(int argc, char *argv[])
 			log_warn("CheckProcess(agent) failed");
 		return 0;
 	}
-	if (config_load(&A.cfg, CONFIG_FILE, A.workdir, err, sizeof(err)) == -1) {
+	if (config_load_restore(&A.cfg, CONFIG_FILE, A.workdir, &restored, err, sizeof(err)) == -1) {
 		log_error("%s: %s", CONFIG_FILE, err);
 		fprintf(stderr, "devopsAgent: %s: %s\n", CONFIG_FILE, err);
 		return 1;
