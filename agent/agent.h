@@ -170,6 +170,28 @@ int host_jdk17_verify(const char *dir);
  */
 cJSON *host_jdk_json(void);
 
+/**
+ * Proxy setting name ("HTTP_PROXY", "HTTPS_PROXY" or "NO_PROXY") for the
+ * next request, in GoAgent HEAD's order (src/agent/agent/src/pkg/util/
+ * httputil/httputil.go fetchProxyEnv): the name in the heartbeat envs, then
+ * in the process environment, then the lower-case name in the same two
+ * places, then the .agent.properties key; until the first heartbeat envs
+ * arrive the key stands in for them (config.go Init). Empty values are
+ * skipped. Returns a borrowed string (valid until A.envs or A.cfg change)
+ * or NULL. The lookup handed to http_set_proxy_lookup.
+ */
+const char *host_proxy_lookup(const char *name);
+/**
+ * Copy HTTP_PROXY, HTTPS_PROXY and NO_PROXY of a heartbeat envs object
+ * (upper-case name first, even when empty, then lower-case; trimmed) into
+ * the .agent.properties keys (GoAgent HEAD config.go SyncPersistedProxyEnvs).
+ * A name missing from envs clears its key, as HEAD does: the server's envs
+ * are the source of these keys. envs NULL (absent from the answer): nothing
+ * changes. Returns 1 when a key changed (the caller then calls
+ * agent_save_config), else 0. Never logs the values.
+ */
+int host_proxy_from_envs(const cJSON *envs);
+
 /* startup / heartbeat (heartbeat.c) */
 /** A decoded heartbeat response (protocol §7.3 HeartbeatResponse). */
 struct hb_response {

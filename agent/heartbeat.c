@@ -222,6 +222,8 @@ heartbeat_apply(struct hb_response *r)
 		changed = ip_changed = 1;
 	if (adopt_str(&A.cfg.language, r->language))
 		changed = 1;
+	if (host_proxy_from_envs(r->envs))
+		changed = 1;
 	cJSON_Delete(A.envs);
 	A.envs = r->envs;
 	r->envs = NULL;

@@ -490,3 +490,93 @@ host_jdk_json(void)
 			    A.jdk_version[i] != NULL ? A.jdk_version[i] : ""));
 	return arr;
 }
+
+/* The persisted proxy key of an upper-case name, or NULL. */
+static char **
+proxy_field(const char *name)
+{
+	if (strcmp(name, "HTTP_PROXY") == 0)
+		return &A.cfg.http_proxy;
+	if (strcmp(name, "HTTPS_PROXY") == 0)
+		return &A.cfg.https_proxy;
+	if (strcmp(name, "NO_PROXY") == 0)
+		return &A.cfg.no_proxy;
+	return NULL;
+}
+
+/* Non-empty string value of key in the heartbeat envs, or NULL. */
+static const char *
+envs_get(const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(A.envs, key);
+
+	return cJSON_IsString(v) && v->valuestring[0] != '\0' ?
+	    v->valuestring : NULL;
+}
+
+/* Non-empty value of an environment variable, or NULL. */
+static const char *
+env_get(const char *key)
+{
+	const char *v = getenv(key);
+
+	return v != NULL && *v != '\0' ? v : NULL;
+}
+
+/* A proxy setting in HEAD's lookup order (see agent.h). */
+const char *
+host_proxy_lookup(const char *name)
+{
+	char **field = proxy_field(name), lower[16];
+	const char *v;
+	size_t i;
+
+	if (field == NULL)
+		return NULL;
+	for (i = 0; name[i] != '\0' && i + 1 < sizeof(lower); i++)
+		lower[i] = (char)tolower((unsigned char)name[i]);
+	lower[i] = '\0';
+	/* Until heartbeat envs arrive, the persisted keys stand in for them. */
+	if (A.envs == NULL && *field != NULL && **field != '\0')
+		return *field;
+	if ((v = envs_get(name)) != NULL || (v = env_get(name)) != NULL ||
+	    (v = envs_get(lower)) != NULL || (v = env_get(lower)) != NULL)
+		return v;
+	return *field != NULL && **field != '\0' ? *field : NULL;
+}
+
+/* Persist the proxy keys of heartbeat envs (see agent.h). */
+int
+host_proxy_from_envs(const cJSON *envs)
+{
+	static const char *names[3] = { "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY" };
+	int changed = 0, i;
+
+	if (envs == NULL)
+		return 0;
+	for (i = 0; i < 3; i++) {
+		char **field = proxy_field(names[i]), lower[16], *v;
+		const cJSON *it;
+		size_t k;
+
+		for (k = 0; names[i][k] != '\0'; k++)
+			lower[k] = (char)tolower((unsigned char)names[i][k]);
+		lower[k] = '\0';
+		/* The upper-case name wins when present, even empty. */
+		it = cJSON_GetObjectItemCaseSensitive(envs, names[i]);
+		if (it == NULL)
+			it = cJSON_GetObjectItemCaseSensitive(envs, lower);
+		v = str_trim(xstrdup(cJSON_IsString(it) ? it->valuestring : ""));
+		if (*field != NULL && strcmp(*field, v) == 0) {
+			free(v);
+			continue;
+		}
+		/* The value may carry a password: say only what happened. */
+		log_info("heartbeat envs: %s %s", names[i], *v != '\0' ?
+		    "set" : "cleared");
+		free(*field);
+		*field = v;
+		changed = 1;
+	}
+	return changed;
+}

@@ -198,6 +198,7 @@ main(int argc, char *argv[])
 	};
 	if (http_init(&hs) == -1)
 		fatalx("cannot initialise libcurl");
+	http_set_proxy_lookup(host_proxy_lookup);
 	ev_set_poller(http_wait, http_dispatch);
 	if (fs_is_file(".cert"))
 		log_info("trusting the extra CA certificates in .cert");

@@ -219,6 +219,92 @@ TEST(probe_is_bounded)
 	free(pidfile);
 }
 
+/* host_proxy_lookup(name) as a string, "(none)" for NULL. */
+static const char *
+lookup(const char *name)
+{
+	const char *v = host_proxy_lookup(name);
+
+	return v != NULL ? v : "(none)";
+}
+
+TEST(proxy_lookup_order)
+{
+	A.cfg.http_proxy = xstrdup("http://persisted:1");
+	A.cfg.https_proxy = xstrdup("");
+	A.cfg.no_proxy = xstrdup("");
+	unsetenv("HTTP_PROXY");
+	unsetenv("http_proxy");
+	unsetenv("HTTPS_PROXY");
+	unsetenv("https_proxy");
+	unsetenv("NO_PROXY");
+	unsetenv("no_proxy");
+
+	/* Before any heartbeat envs: the persisted key first. */
+	setenv("HTTP_PROXY", "http://env-upper:2", 1);
+	CHECK_STR(lookup("HTTP_PROXY"), "http://persisted:1");
+	CHECK_STR(lookup("HTTPS_PROXY"), "(none)");
+	CHECK_STR(lookup("OTHER"), "(none)");
+
+	/* With envs: envs upper, env upper, envs lower, env lower, key. */
+	A.envs = cJSON_Parse("{\"HTTP_PROXY\":\"http://envs-upper:3\","
+	    "\"http_proxy\":\"http://envs-lower:4\",\"HTTPS_PROXY\":\"\","
+	    "\"https_proxy\":\"http://envs-lower-s:5\"}");
+	CHECK_STR(lookup("HTTP_PROXY"), "http://envs-upper:3");
+	cJSON_DeleteItemFromObjectCaseSensitive(A.envs, "HTTP_PROXY");
+	CHECK_STR(lookup("HTTP_PROXY"), "http://env-upper:2");
+	unsetenv("HTTP_PROXY");
+	setenv("http_proxy", "http://env-lower:6", 1);
+	CHECK_STR(lookup("HTTP_PROXY"), "http://envs-lower:4");
+	cJSON_DeleteItemFromObjectCaseSensitive(A.envs, "http_proxy");
+	CHECK_STR(lookup("HTTP_PROXY"), "http://env-lower:6");
+	unsetenv("http_proxy");
+	CHECK_STR(lookup("HTTP_PROXY"), "http://persisted:1");
+	/* An empty value is skipped. */
+	CHECK_STR(lookup("HTTPS_PROXY"), "http://envs-lower-s:5");
+	setenv("NO_PROXY", "", 1);
+	setenv("no_proxy", "localhost", 1);
+	CHECK_STR(lookup("NO_PROXY"), "localhost");
+	unsetenv("NO_PROXY");
+	unsetenv("no_proxy");
+
+	cJSON_Delete(A.envs);
+	A.envs = NULL;
+	xfree_ptr(&A.cfg.http_proxy);
+	xfree_ptr(&A.cfg.https_proxy);
+	xfree_ptr(&A.cfg.no_proxy);
+}
+
+TEST(proxy_from_envs)
+{
+	cJSON *e;
+
+	A.cfg.http_proxy = xstrdup("http://old:1");
+	A.cfg.https_proxy = xstrdup("http://old:2");
+	A.cfg.no_proxy = xstrdup("");
+	/* No envs in the answer: nothing changes. */
+	CHECK(host_proxy_from_envs(NULL) == 0);
+	CHECK_STR(A.cfg.http_proxy, "http://old:1");
+	/* Upper case wins (even empty), lower case next, trimmed; a name
+	 * that is missing clears its key (HEAD). */
+	e = cJSON_Parse("{\"HTTP_PROXY\":\" http://new:3 \",\"http_proxy\":\"x\","
+	    "\"no_proxy\":\".example.com\",\"OTHER\":\"y\"}");
+	CHECK(host_proxy_from_envs(e) == 1);
+	CHECK_STR(A.cfg.http_proxy, "http://new:3");
+	CHECK_STR(A.cfg.https_proxy, "");
+	CHECK_STR(A.cfg.no_proxy, ".example.com");
+	CHECK(host_proxy_from_envs(e) == 0);		/* unchanged */
+	cJSON_Delete(e);
+	e = cJSON_Parse("{\"HTTP_PROXY\":\"\",\"http_proxy\":\"http://lower:4\"}");
+	CHECK(host_proxy_from_envs(e) == 1);
+	CHECK_STR(A.cfg.http_proxy, "");
+	CHECK_STR(A.cfg.no_proxy, "");
+	cJSON_Delete(e);
+	xfree_ptr(&A.cfg.http_proxy);
+	xfree_ptr(&A.cfg.https_proxy);
+	xfree_ptr(&A.cfg.no_proxy);
+}
+
 int
 main(void)
 {
@@ -233,6 +319,8 @@ main(void)
 	RUN(jdk17_lines);
 	RUN(worker_env);
 	RUN(probe_is_bounded);
+	RUN(proxy_lookup_order);
+	RUN(proxy_from_envs);
 	rc = t_done();
 	if (fs_rm_rf(tmpdir) == -1)
 		perror(tmpdir);
