@@ -814,7 +814,12 @@ config_load_restore(struct config *c, const char *path, const char *workdir,
 		return 0;
 	bak = bak_path(path);
 	if (config_load(c, bak, workdir, bak_err, sizeof(bak_err)) == -1) {
-		seterr(err, errlen, "%s; backup %s: %s", main_err, bak, bak_err);
+		/* Read errors already start with the path. */
+		if (str_starts(bak_err, bak))
+			seterr(err, errlen, "%s; backup %s", main_err, bak_err);
+		else
+			seterr(err, errlen, "%s; backup %s: %s", main_err, bak,
+			    bak_err);
 		free(bak);
 		return -1;
 	}

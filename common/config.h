@@ -141,8 +141,9 @@ int config_load(struct config *c, const char *path, const char *workdir,
  * loaded again and a warning is logged.
  * restored: set to 1 when the backup was used, else 0.
  * Returns 0 (c as after config_load), or -1 with err naming both problems,
- * e.g. ".agent.properties: No such file or directory; backup
- * .agent.properties.bak: devops.agent.id: missing or blank".
+ * e.g. "line 3: not a key=value line; backup .agent.properties.bak:
+ * devops.agent.id: missing or blank" or ".agent.properties: No such file or
+ * directory; backup .agent.properties.bak: No such file or directory".
  */
 int config_load_restore(struct config *c, const char *path, const char *workdir,
     int *restored, char *err, size_t errlen);
