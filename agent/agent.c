@@ -39,15 +39,13 @@ agent_period(enum period p)
 	return A.fast ? fast[p] : normal[p];
 }
 
-/* The java binary of the configured JDK. */
+/* The latest java: JDK 17 when its java exists, else JDK 8. */
 char *
 agent_java_path(void)
 {
-#ifdef __APPLE__
-	return xasprintf("%s/Contents/Home/bin/java", A.cfg.jdk_dir_resolved);
-#else
-	return xasprintf("%s/bin/java", A.cfg.jdk_dir_resolved);
-#endif
+	char *java = host_java_if_present(17);
+
+	return java != NULL ? java : host_java_in(A.cfg.jdk_dir_resolved);
 }
 
 /* Record the fatal condition the next heartbeat reports. */

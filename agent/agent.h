@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "envlist.h"
 #include "json.h"
 
 /* Endpoint paths (protocol §7). */
@@ -73,7 +74,7 @@ struct agent {
 	const char	*arch;			/* Go names: amd64, arm64, ... */
 	char		*user;			/* name of the user running the agent */
 	char		*worker_version;	/* "" when unknown */
-	char		*jdk_version[3];	/* java -version lines; NULL = no JDK */
+	char		*jdk_version[3];	/* JDK 17 --version lines (host.c) */
 	char		*os_version;		/* props.osVersion (osversion.c) */
 
 	int		 started;		/* startup call succeeded */
@@ -89,7 +90,11 @@ extern struct agent A;
 
 /** Length of a named period in ms (shortened in test mode). */
 int64_t agent_period(enum period p);
-/** Java binary inside the configured JDK (§6.4); new string, caller frees. */
+/**
+ * The "latest java" workers and the worker-version probe run on (GoAgent
+ * HEAD third_components/jdk.go GetJavaLatest): the JDK 17 java when that
+ * file exists, else the JDK 8 java (host_java_in). New string, caller frees.
+ */
 char *agent_java_path(void);
 /**
  * Record a fatal condition for the next heartbeat (§5.6); the agent reports
@@ -132,12 +137,78 @@ void host_detect_ip(void);
 /** Probe the worker version of jar (§5.1 step 7); new string ("" if none). */
 char *host_worker_version(const char *jar, const char *cwd);
 /**
- * Refresh A.jdk_version by running `java -version` when the JDK dir changed
- * (§5.4) or force is set.
+ * The java binary inside a JDK directory: <dir>/bin/java, on macOS
+ * <dir>/Contents/Home/bin/java (GoAgent HEAD third_components/jdk.go).
+ * New string, caller frees.
+ */
+char *host_java_in(const char *jdk_dir);
+/**
+ * Full path of the java of the JDK 8 (version 8: devops.agent.jdk.dir.path)
+ * or JDK 17 (version 17: devops.agent.jdk17.dir.path) when that file
+ * exists, else NULL. New string, caller frees.
+ */
+char *host_java_if_present(int version);
+/**
+ * Add the worker variables of GoAgent HEAD (src/agent/agent/src/pkg/job/
+ * build.go) to env: DEVOPS_AGENT_JDK_8_PATH and DEVOPS_AGENT_JDK_17_PATH
+ * (full java path, "" when the file is missing) and
+ * DEVOPS_AGENT_INSTALL_MODE (trimmed, upper-cased WORKDIR/.install_type,
+ * read with fs_read_regular and at most 4096 bytes; "" when missing or
+ * unreadable). Call after the DEVOPS_* variables and before the heartbeat
+ * envs, which override them.
+ */
+void host_worker_env(struct envlist *env);
+/**
+ * Pick the JDK 17 version lines out of `java --version` output (text,
+ * already trimmed), as GoAgent HEAD trimJdk17VersionList does: the first
+ * line whose lower-case form contains "openjdk 17", then a later line
+ * containing " Runtime Environment ", then a later one containing
+ * " Server VM "; "" for a line not found. Lines are split on '\n' with a
+ * trailing '\r' removed. lines[0..2]: new strings, caller frees each.
+ */
+void host_jdk17_lines(const char *text, char *lines[3]);
+/**
+ * Refresh the reported JDK 17 version (GoAgent HEAD jdk.go SyncJdkVersion):
+ * the jdk17 directory missing -> []; else `<jdk17 java> --version` runs
+ * (10 s limit for the whole run, its process group killed on overrun) when
+ * force is set, the directory's mtime changed, or the cached value is blank
+ * (null or 3 empty lines; then at most once a minute); a failed probe gives
+ * null.
  */
 void host_jdk_sync(int force);
-/** The JDK version as a JSON array (3 strings, or [] when unknown). */
+/**
+ * 1 when dir holds a JDK 17: `<dir java> --version` exits 0 within 10 s and
+ * prints an "openjdk 17" line; else 0 (logged).
+ */
+int host_jdk17_verify(const char *dir);
+/**
+ * jdkVersion for heartbeat and upgrade bodies: null (never probed or the
+ * last probe failed), [] (no jdk17 directory) or the 3 lines. New item,
+ * caller owns it.
+ */
 cJSON *host_jdk_json(void);
+
+/**
+ * Proxy setting name ("HTTP_PROXY", "HTTPS_PROXY" or "NO_PROXY") for the
+ * next request, in GoAgent HEAD's order (src/agent/agent/src/pkg/util/
+ * httputil/httputil.go fetchProxyEnv): the name in the heartbeat envs, then
+ * in the process environment, then the lower-case name in the same two
+ * places, then the .agent.properties key; until the first heartbeat envs
+ * arrive the key stands in for them (config.go Init). Empty values are
+ * skipped. Returns a borrowed string (valid until A.envs or A.cfg change)
+ * or NULL. The lookup handed to http_set_proxy_lookup.
+ */
+const char *host_proxy_lookup(const char *name);
+/**
+ * Copy HTTP_PROXY, HTTPS_PROXY and NO_PROXY of a heartbeat envs object
+ * (upper-case name first, even when empty, then lower-case; trimmed) into
+ * the .agent.properties keys (GoAgent HEAD config.go SyncPersistedProxyEnvs).
+ * A name missing from envs clears its key, as HEAD does: the server's envs
+ * are the source of these keys. envs NULL (absent from the answer): nothing
+ * changes. Returns 1 when a key changed (the caller then calls
+ * agent_save_config), else 0. Never logs the values.
+ */
+int host_proxy_from_envs(const cJSON *envs);
 
 /* poll.c: the server poll (ask or legacy loops); see poll.c's header. */
 enum poll_mode { POLL_ASK, POLL_LEGACY };

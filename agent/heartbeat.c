@@ -174,9 +174,14 @@ heartbeat_apply(struct hb_response *r)
 		if (A.cfg.pipeline_enable)
 			pipeline_start();
 	}
-	cJSON_Delete(A.envs);
-	A.envs = r->envs;
-	r->envs = NULL;
+	if (host_proxy_from_envs(r->envs))
+		changed = 1;
+	/* An answer without envs keeps the map (as HEAD): only "{}" clears it. */
+	if (r->envs != NULL) {
+		cJSON_Delete(A.envs);
+		A.envs = r->envs;
+		r->envs = NULL;
+	}
 	if (changed)
 		agent_save_config();
 	if (ip_changed)

@@ -1,5 +1,9 @@
-/* host.c - host facts: name, IP, OS, arch, user, worker and JDK versions. */
+/*
+ * host.c - host facts: name, IP, OS, arch, user, worker and JDK versions,
+ * the JDK layout (jdk/ and jdk17/) and the worker's HEAD variables.
+ */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -18,6 +22,8 @@
 #include "agent.h"
 #include "child.h"
 #include "config.h"
+#include "envlist.h"
+#include "fsutil.h"
 #include "log.h"
 #include "util.h"
 
@@ -27,7 +33,20 @@
  * stall the loop for at most this long before its process group is killed.
  */
 #define JAVA_PROBE_MS	10000
+#define JAVA_PROBE_OUT	((size_t)16 * 1024)	/* output kept, bytes */
+#define JAVA_REPROBE_MS	60000	/* a blank JDK 17 version is probed again
+				   at most this often (unless the dir changed) */
+#define INSTALL_TYPE_FILE	".install_type"
+#define INSTALL_TYPE_MAX	4096	/* bytes */
 
+/* What jdkVersion reports (HEAD third_components/jdk.go). */
+enum jdk_state {
+	JDK_NULL,	/* never probed, or the last probe failed: null */
+	JDK_NONE,	/* the JDK 17 directory is missing: [] */
+	JDK_LINES,	/* the 3 lines in A.jdk_version */
+};
+
+static enum jdk_state jdk_state = JDK_NULL;
 static time_t jdk_mtime;
 
 /* Go's GOARCH name for this machine. */
@@ -250,9 +269,105 @@ host_worker_version(const char *jar, const char *cwd)
 	return version != NULL ? version : xstrdup("");
 }
 
-/* Clear the cached JDK version. */
+/* The java binary inside a JDK directory (macOS bundles Contents/Home). */
+char *
+host_java_in(const char *jdk_dir)
+{
+#ifdef __APPLE__
+	return xasprintf("%s/Contents/Home/bin/java", jdk_dir);
+#else
+	return xasprintf("%s/bin/java", jdk_dir);
+#endif
+}
+
+/* Full path of the JDK 8 / JDK 17 java when that file exists, else NULL. */
+char *
+host_java_if_present(int version)
+{
+	const char *dir = version == 17 ? A.cfg.jdk17_dir_resolved :
+	    A.cfg.jdk_dir_resolved;
+	char *java;
+
+	if (dir == NULL)
+		return NULL;
+	java = host_java_in(dir);
+	if (fs_is_file(java))
+		return java;
+	free(java);
+	return NULL;
+}
+
+/* The variables HEAD adds to a worker's environment. */
+void
+host_worker_env(struct envlist *env)
+{
+	char *j8 = host_java_if_present(8), *j17 = host_java_if_present(17);
+	char *mode = NULL, *p;
+
+	envlist_set(env, "DEVOPS_AGENT_JDK_8_PATH", j8 != NULL ? j8 : "");
+	envlist_set(env, "DEVOPS_AGENT_JDK_17_PATH", j17 != NULL ? j17 : "");
+	/* Written by the installer (SERVICE, USER, ...); a few bytes. */
+	if (fs_read_regular(INSTALL_TYPE_FILE, INSTALL_TYPE_MAX, &mode,
+	    NULL) == -1) {
+		if (errno != ENOENT)
+			log_warn("cannot read %s", INSTALL_TYPE_FILE);
+		mode = xstrdup("");
+	}
+	str_trim(mode);
+	for (p = mode; *p != '\0'; p++)
+		*p = (char)toupper((unsigned char)*p);
+	envlist_set(env, "DEVOPS_AGENT_INSTALL_MODE", mode);
+	free(mode);
+	free(j8);
+	free(j17);
+}
+
+/* Pick the 3 JDK 17 version lines out of `java --version` output. */
+void
+host_jdk17_lines(const char *out, char *lines[3])
+{
+	static const char *marks[3] = { "openjdk 17", " Runtime Environment ",
+	    " Server VM " };
+	const char *p = out, *nl;
+	int k = 0;
+
+	for (k = 0; k < 3; k++)
+		lines[k] = NULL;
+	k = 0;
+	while (*p != '\0' && k < 3) {
+		char *line, *lc;
+		size_t n;
+
+		nl = strchr(p, '\n');
+		n = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		line = xstrndup(p, n);
+		n = strlen(line);
+		if (n > 0 && line[n - 1] == '\r')
+			line[n - 1] = '\0';
+		if (k == 0) {
+			/* The first mark is matched in lower case. */
+			lc = xstrdup(line);
+			for (n = 0; lc[n] != '\0'; n++)
+				lc[n] = (char)tolower((unsigned char)lc[n]);
+			if (strstr(lc, marks[0]) != NULL)
+				lines[k++] = xstrdup(line);
+			free(lc);
+		} else if (strstr(line, marks[k]) != NULL) {
+			lines[k++] = xstrdup(line);
+		}
+		free(line);
+		if (nl == NULL)
+			break;
+		p = nl + 1;
+	}
+	for (k = 0; k < 3; k++)
+		if (lines[k] == NULL)
+			lines[k] = xstrdup("");
+}
+
+/* Drop the cached JDK version; state becomes st. */
 static void
-jdk_clear(void)
+jdk_set_state(enum jdk_state st)
 {
 	int i;
 
@@ -260,58 +375,208 @@ jdk_clear(void)
 		free(A.jdk_version[i]);
 		A.jdk_version[i] = NULL;
 	}
+	jdk_state = st;
 }
 
-/* Refresh the java -version lines when the JDK changed. */
+/* 1 when the cached version is blank: unknown, or 3 empty lines. */
+static int
+jdk_blank(void)
+{
+	int i;
+
+	if (jdk_state != JDK_LINES)
+		return 1;
+	for (i = 0; i < 3; i++)
+		if (A.jdk_version[i] != NULL && *A.jdk_version[i] != '\0')
+			return 0;
+	return 1;
+}
+
+/*
+ * Run `<java> --version` (bounded, process group killed on overrun) and
+ * pick its lines into out. 0, or -1 when it did not run or exit 0.
+ */
+static int
+jdk_probe(const char *java, char *out_lines[3])
+{
+	char *argv[] = { (char *)java, "--version", NULL }, *out = NULL;
+	int status = 0;
+
+	if (child_run_capture(argv, A.workdir, JAVA_PROBE_MS, JAVA_PROBE_OUT,
+	    &out, &status) == -1 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		log_warnx("%s --version failed (%s): %.200s", java,
+		    out != NULL ? child_status_str(status) :
+		    errno == ETIMEDOUT ? "timed out" : "did not start",
+		    out != NULL ? out : "");
+		free(out);
+		return -1;
+	}
+	host_jdk17_lines(str_trim(out), out_lines);
+	free(out);
+	return 0;
+}
+
+/* Refresh the JDK 17 version lines (see agent.h). */
 void
 host_jdk_sync(int force)
 {
-	static const char *marks[3] = { " version ", " Runtime Environment ",
-	    " Server VM " };
+	static int64_t last_probe;
 	struct stat st;
-	char *java, *out = NULL, *line, *save = NULL;
-	int status, k = 0;
+	char *java, *lines[3];
+	int k;
 
-	if (stat(A.cfg.jdk_dir_resolved, &st) == -1) {
-		jdk_clear();
+	if (stat(A.cfg.jdk17_dir_resolved, &st) == -1) {
+		if (jdk_state != JDK_NONE)
+			log_info("no JDK 17 at %s: jdkVersion []",
+			    A.cfg.jdk17_dir_resolved);
+		jdk_set_state(JDK_NONE);
 		jdk_mtime = 0;
 		return;
 	}
-	if (!force && A.jdk_version[0] != NULL && st.st_mtime == jdk_mtime)
-		return;
-	java = agent_java_path();
-	char *argv[] = { java, "-version", NULL };
-	jdk_clear();
-	if (child_run_capture(argv, A.workdir, JAVA_PROBE_MS, (size_t)16 * 1024, &out, &status) == 0 &&
-	    WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		for (k = 0; k < 3; k++)
-			A.jdk_version[k] = xstrdup("");
-		k = 0;
-		for (line = strtok_r(out, "\r\n", &save); line != NULL && k < 3;
-		    line = strtok_r(NULL, "\r\n", &save)) {
-			if (strstr(line, marks[k]) != NULL) {
-				free(A.jdk_version[k]);
-				A.jdk_version[k] = xstrdup(line);
-				k++;
-			}
-		}
-		jdk_mtime = st.st_mtime;
-	} else {
-		log_warnx("%s -version failed", java);
+	if (!force && st.st_mtime == jdk_mtime) {
+		if (!jdk_blank())
+			return;
+		/* Blank: probe again, but not at every heartbeat. */
+		if (last_probe != 0 && mono_ms() - last_probe < JAVA_REPROBE_MS)
+			return;
 	}
-	free(out);
+	last_probe = mono_ms();
+	jdk_mtime = st.st_mtime;
+	java = host_java_in(A.cfg.jdk17_dir_resolved);
+	if (jdk_probe(java, lines) == -1) {
+		jdk_set_state(JDK_NULL);
+	} else {
+		jdk_set_state(JDK_LINES);
+		for (k = 0; k < 3; k++)
+			A.jdk_version[k] = lines[k];
+		log_info("JDK 17 %s: %s | %s | %s", A.cfg.jdk17_dir_resolved,
+		    lines[0], lines[1], lines[2]);
+	}
 	free(java);
 }
 
-/* The JDK version lines as a JSON array. */
+/* Is dir a JDK 17: its java --version gives an "openjdk 17" line. */
+int
+host_jdk17_verify(const char *dir)
+{
+	char *java = host_java_in(dir), *lines[3];
+	int ok = 0, k;
+
+	if (jdk_probe(java, lines) == 0) {
+		ok = *lines[0] != '\0';
+		if (!ok)
+			log_warnx("%s --version: no 'openjdk 17' line", java);
+		for (k = 0; k < 3; k++)
+			free(lines[k]);
+	}
+	free(java);
+	return ok;
+}
+
+/* The JDK version for heartbeat and upgrade bodies. */
 cJSON *
 host_jdk_json(void)
 {
-	cJSON *arr = cJSON_CreateArray();
+	cJSON *arr;
 	int i;
 
-	if (A.jdk_version[0] != NULL)
+	if (jdk_state == JDK_NULL)
+		return cJSON_CreateNull();
+	arr = cJSON_CreateArray();
+	if (jdk_state == JDK_LINES)
 		for (i = 0; i < 3; i++)
-			cJSON_AddItemToArray(arr, cJSON_CreateString(A.jdk_version[i]));
+			cJSON_AddItemToArray(arr, cJSON_CreateString(
+			    A.jdk_version[i] != NULL ? A.jdk_version[i] : ""));
 	return arr;
+}
+
+/* The persisted proxy key of an upper-case name, or NULL. */
+static char **
+proxy_field(const char *name)
+{
+	if (strcmp(name, "HTTP_PROXY") == 0)
+		return &A.cfg.http_proxy;
+	if (strcmp(name, "HTTPS_PROXY") == 0)
+		return &A.cfg.https_proxy;
+	if (strcmp(name, "NO_PROXY") == 0)
+		return &A.cfg.no_proxy;
+	return NULL;
+}
+
+/* Non-empty string value of key in the heartbeat envs, or NULL. */
+static const char *
+envs_get(const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(A.envs, key);
+
+	return cJSON_IsString(v) && v->valuestring[0] != '\0' ?
+	    v->valuestring : NULL;
+}
+
+/* Non-empty value of an environment variable, or NULL. */
+static const char *
+env_get(const char *key)
+{
+	const char *v = getenv(key);
+
+	return v != NULL && *v != '\0' ? v : NULL;
+}
+
+/* A proxy setting in HEAD's lookup order (see agent.h). */
+const char *
+host_proxy_lookup(const char *name)
+{
+	char **field = proxy_field(name), lower[16];
+	const char *v;
+	size_t i;
+
+	if (field == NULL)
+		return NULL;
+	for (i = 0; name[i] != '\0' && i + 1 < sizeof(lower); i++)
+		lower[i] = (char)tolower((unsigned char)name[i]);
+	lower[i] = '\0';
+	/* Until heartbeat envs arrive, the persisted keys stand in for them. */
+	if (A.envs == NULL && *field != NULL && **field != '\0')
+		return *field;
+	if ((v = envs_get(name)) != NULL || (v = env_get(name)) != NULL ||
+	    (v = envs_get(lower)) != NULL || (v = env_get(lower)) != NULL)
+		return v;
+	return *field != NULL && **field != '\0' ? *field : NULL;
+}
+
+/* Persist the proxy keys of heartbeat envs (see agent.h). */
+int
+host_proxy_from_envs(const cJSON *envs)
+{
+	static const char *names[3] = { "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY" };
+	int changed = 0, i;
+
+	if (envs == NULL)
+		return 0;
+	for (i = 0; i < 3; i++) {
+		char **field = proxy_field(names[i]), lower[16], *v;
+		const cJSON *it;
+		size_t k;
+
+		for (k = 0; names[i][k] != '\0'; k++)
+			lower[k] = (char)tolower((unsigned char)names[i][k]);
+		lower[k] = '\0';
+		/* The upper-case name wins when present, even empty. */
+		it = cJSON_GetObjectItemCaseSensitive(envs, names[i]);
+		if (it == NULL)
+			it = cJSON_GetObjectItemCaseSensitive(envs, lower);
+		v = str_trim(xstrdup(cJSON_IsString(it) ? it->valuestring : ""));
+		if (*field != NULL && strcmp(*field, v) == 0) {
+			free(v);
+			continue;
+		}
+		/* The value may carry a password: say only what happened. */
+		log_info("heartbeat envs: %s %s", names[i], *v != '\0' ?
+		    "set" : "cleared");
+		free(*field);
+		*field = v;
+		changed = 1;
+	}
+	return changed;
 }

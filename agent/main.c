@@ -94,7 +94,7 @@ int
 main(int argc, char *argv[])
 {
 	char err[512];
-	int lockfd, rc;
+	int lockfd, rc, restored;
 	const char *fast = getenv("DEVOPS_AGENT_TEST_FAST");
 
 	/* WORKDIR is where the binary lives, not argv[0] or the cwd (W22). */
@@ -131,7 +131,7 @@ main(int argc, char *argv[])
 	}
 	/* After the lock, before the properties: the operator's environment. */
 	(void)envfile_apply();
-	if (config_load(&A.cfg, CONFIG_FILE, A.workdir, err, sizeof(err)) == -1) {
+	if (config_load_restore(&A.cfg, CONFIG_FILE, A.workdir, &restored, err, sizeof(err)) == -1) {
 		log_error("%s: %s", CONFIG_FILE, err);
 		fprintf(stderr, "devopsAgent: %s: %s\n", CONFIG_FILE, err);
 		return 1;
@@ -158,6 +158,7 @@ main(int argc, char *argv[])
 	};
 	if (http_init(&hs) == -1)
 		fatalx("cannot initialise libcurl");
+	http_set_proxy_lookup(host_proxy_lookup);
 	ev_set_poller(http_wait, http_dispatch);
 	if (fs_is_file(".cert"))
 		log_info("trusting the extra CA certificates in .cert");

@@ -14,12 +14,13 @@
  *             X-Checksum-Md5 matches; connect timeout + low-speed abort, so a
  *             stall fails within 60 s. No lock is held: builds go on.
  *   DECIDE    what really differs from what is installed
- *   UNPACK    (JDK only) tmp/jdk.zip -> jdk<unix-seconds>/ in a forked child
- *             (libarchive, archive.h); then `java -version` must work
+ *   UNPACK    (JDK 17 only) tmp/jdk17.zip -> jdk17/ (or jdk17-<unix-seconds>/
+ *             when jdk17/ exists) in a forked child (libarchive, archive.h);
+ *             then `<new>/bin/java --version` must print an "openjdk 17" line
  *   SWAP      with A.build_lock set, in one loop turn: switch
- *             devops.agent.jdk.dir.path (config_save, atomic), remove older
- *             jdk<digits>/ dirs, rename the worker jar and the docker init
- *             script into place
+ *             devops.agent.jdk17.dir.path (config_save, atomic), remove the
+ *             other jdk17/ and jdk17-<digits>/ dirs, rename the worker jar
+ *             and the docker init script into place
  *   HAND-OFF  (agent/daemon) take runtime/total-lock.lock, start
  *             tmp/upgrader -action=upgrade with that lock as its stdin (the
  *             flock is shared through the open file, so the upgrader owns it
@@ -29,10 +30,14 @@
  *
  * Differences from GoAgent on purpose: no lock during downloads (W6);
  * rename instead of delete+create (W7); a daemon-only change is applied
- * (W7); a 304 for the JDK counts as "changed" only when the JDK in use did
- * not come from that zip (Appendix C.6); jre.zip and the jdk/ baseline are
- * never deleted, the JDK path is stored relative (W8); unsafe zip entries are
- * rejected (W26); a failed check request sends no finish call (W7).
+ * (W7); the JDK zip counts as "changed" only when the JDK 17 in use did not
+ * come from it, so neither a 304 nor the same zip again unpacks anything
+ * (HEAD quirk Q4 not copied); a zip that failed to unpack or verify is not
+ * tried again by this process; jdk/, jre/, jre.zip and jdk17.zip are never
+ * deleted, the JDK 17 path is stored relative to WORKDIR (W8); unsafe zip
+ * entries are rejected (W26); a failed check request sends no finish call
+ * (W7); an attempt in which every asked item was already current reports
+ * success=true (as HEAD does).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -62,11 +67,12 @@
 #define UP_AGENT_NEW	"tmp/devopsAgent"
 #define UP_DAEMON_NEW	"tmp/devopsDaemon"
 #define UP_WORKER_NEW	"tmp/worker-agent.jar"
-#define UP_JDK_ZIP	"tmp/jdk.zip"
+#define UP_JDK_ZIP	"tmp/jdk17.zip"
 #define UP_DOCKER_NEW	"tmp/agent_docker_init.sh"
 #define WORKER_JAR	"worker-agent.jar"
 #define DOCKER_INIT	"agent_docker_init.sh"
-#define JDK_MARKER	".devops-jre-md5"	/* in jdk<ts>/: md5 of its zip */
+#define JDK_DIR		"jdk17"			/* first choice of a new JDK 17 */
+#define JDK_MARKER	".devops-jdk17-md5"	/* in a JDK 17 dir: md5 of its zip */
 #define JDK_MAX_BYTES	(4ULL << 30)		/* unpacked JDK cap */
 
 #define STALL_ENV	"DEVOPS_AGENT_STALL_SEC"
@@ -74,9 +80,9 @@
 #define STALL_SEC_FAST	5
 #define LOCK_RETRY_MS	100	/* total-lock busy (daemon cycle): retry */
 #define LOCK_TRIES	100	/* ... for at most 10 s */
-#define PROBE_MS	15000
+#define PROBE_MS	15000	/* `tmp/devopsAgent version` */
 #define BIN_MAX_BYTES	(256 * 1024 * 1024)	/* a downloaded binary, read whole */
-#define FOREIGN_COOLDOWN_MS	(3600 * 1000)	/* no upgrade check after a refusal */	/* `tmp/devopsAgent version`, `java -version` */
+#define FOREIGN_COOLDOWN_MS	(3600 * 1000)	/* no upgrade check after a refusal */
 
 enum item { IT_AGENT, IT_WORKER, IT_JDK, IT_DOCKER, IT_MAX };
 
@@ -97,12 +103,15 @@ static struct {
 	int		 changed[IT_MAX];
 	struct fetch	 fetch[6];
 	int		 nfetch, cur;
-	char		 jdk_md5[MD5_HEX_LEN];	/* md5 of tmp/jdk.zip */
-	char		*jdk_new;	/* "jdk<ts>" being unpacked/verified */
+	char		 jdk_md5[MD5_HEX_LEN];	/* md5 of tmp/jdk17.zip */
+	char		*jdk_new;	/* "jdk17[-<ts>]" being unpacked/verified */
 	int		 lock_tries;
 	int		 skip_logged;	/* "skipped in debug mode" said once */
 	int64_t		 foreign_until;	/* mono ms: a foreign agent binary was refused */
 } U;
+
+/* md5 of the last jdk17.zip that failed to unpack or verify: not retried. */
+static char jdk_bad_md5[MD5_HEX_LEN];
 
 static void finish(int success, const char *why);
 static void swap_files(void);
@@ -132,17 +141,6 @@ bin_suffix(void)
 	if (!mac && strcmp(A.arch, "mips64") == 0)
 		return "_linux_mips64";
 	return mac ? "_macos" : "_linux";
-}
-
-/* The JDK's java binary for a JDK directory (macOS bundles Contents/Home). */
-static char *
-java_in(const char *jdk_dir)
-{
-#ifdef __APPLE__
-	return xasprintf("%s/Contents/Home/bin/java", jdk_dir);
-#else
-	return xasprintf("%s/bin/java", jdk_dir);
-#endif
 }
 
 /* md5 of path into hex, "" when it is missing or unreadable. */
@@ -272,7 +270,7 @@ docker_info_json(void)
 	return o;
 }
 
-/* The upgrade check body (agent.h); jdkVersion null when no JDK runs. */
+/* The upgrade check body (agent.h); jdkVersion as in the heartbeat. */
 cJSON *
 upgrade_request(void)
 {
@@ -281,10 +279,7 @@ upgrade_request(void)
 	host_jdk_sync(0);
 	json_add_str(b, "workerVersion", A.worker_version ? A.worker_version : "");
 	json_add_str(b, "goAgentVersion", AGENT_VERSION);
-	if (A.jdk_version[0] != NULL)
-		cJSON_AddItemToObject(b, "jdkVersion", host_jdk_json());
-	else
-		cJSON_AddNullToObject(b, "jdkVersion");
+	cJSON_AddItemToObject(b, "jdkVersion", host_jdk_json());
 	cJSON_AddItemToObject(b, "dockerInitFileInfo", docker_info_json());
 	return b;
 }
@@ -317,7 +312,7 @@ fetch_plan(void)
 	if (U.want[IT_WORKER])
 		fetch_add(IT_WORKER, xstrdup("jar/worker-agent.jar"), UP_WORKER_NEW);
 	if (U.want[IT_JDK])
-		fetch_add(IT_JDK, xasprintf("jre/%s/jre.zip", sfx + 1), UP_JDK_ZIP);
+		fetch_add(IT_JDK, xasprintf("jre/%s/jdk17.zip", sfx + 1), UP_JDK_ZIP);
 	if (U.want[IT_DOCKER]) {
 		if (strcmp(A.os, "linux") == 0)
 			fetch_add(IT_DOCKER,
@@ -511,17 +506,19 @@ fetch_next(void)
 
 /* ------------------------------------------------------------ decide */
 
-/* The JDK in use was unpacked from the zip whose md5 is hex. */
+/* The JDK 17 in use (its java exists) was unpacked from the zip hex. */
 static int
 jdk_from_zip(const char *hex)
 {
-	char *marker = xasprintf("%s/" JDK_MARKER, A.cfg.jdk_dir_resolved), *text;
+	char *marker = xasprintf("%s/" JDK_MARKER, A.cfg.jdk17_dir_resolved);
+	char *text, *java = host_java_if_present(17);
 	int same = 0;
 
-	if (fs_read_file(marker, 64, &text, NULL) == 0) {
+	if (java != NULL && fs_read_file(marker, 64, &text, NULL) == 0) {
 		same = strcmp(str_trim(text), hex) == 0;
 		free(text);
 	}
+	free(java);
 	free(marker);
 	return same;
 }
@@ -574,9 +571,16 @@ decide(void)
 	}
 	if (U.want[IT_JDK] && !U.failed[IT_JDK]) {
 		U.changed[IT_JDK] = !jdk_from_zip(U.jdk_md5);
-		if (!U.changed[IT_JDK])
-			log_info("upgrade: the JDK in use (%s) already comes from"
-			    " this jre.zip", A.cfg.jdk_dir_resolved);
+		if (!U.changed[IT_JDK]) {
+			log_info("upgrade: the JDK 17 in use (%s) already comes "
+			    "from this jdk17.zip", A.cfg.jdk17_dir_resolved);
+		} else if (strcmp(U.jdk_md5, jdk_bad_md5) == 0) {
+			log_warnx("upgrade: this jdk17.zip (md5 %s) already failed"
+			    " to unpack or verify; not trying it again",
+			    U.jdk_md5);
+			U.changed[IT_JDK] = 0;
+			U.failed[IT_JDK] = 1;
+		}
 	}
 	if (U.want[IT_DOCKER] && !U.failed[IT_DOCKER])
 		U.changed[IT_DOCKER] = files_differ(UP_DOCKER_NEW, DOCKER_INIT);
@@ -593,7 +597,7 @@ decide(void)
 				snprintf(why + n, sizeof(why) - n, " %s %s", item_names[i],
 				    U.failed[i] ? "failed" : "unchanged");
 			}
-		/* Everything already up to date is a success (as HEAD). */
+		/* Everything asked is already current: success (HEAD). */
 		finish(!failed, why);
 		return;
 	}
@@ -610,15 +614,17 @@ decide(void)
 
 /* ------------------------------------------------------------ JDK */
 
-/* A fresh "jdk<unix-seconds>" name (the next second when taken). */
+/* Where to unpack: jdk17 when missing, else jdk17-<unix-seconds> (unused). */
 static char *
 jdk_new_name(void)
 {
 	time_t t = time(NULL);
 	char *name;
 
+	if (!fs_exists(JDK_DIR))
+		return xstrdup(JDK_DIR);
 	for (;;) {
-		name = xasprintf("jdk%lld", (long long)t);
+		name = xasprintf(JDK_DIR "-%lld", (long long)t);
 		if (!fs_exists(name))
 			return name;
 		free(name);
@@ -626,26 +632,17 @@ jdk_new_name(void)
 	}
 }
 
-/* `java -version` of the unpacked JDK works. */
-static int
-jdk_verify(const char *dir)
+/* A failed new JDK: remove it, remember its zip, finish false. */
+static void
+jdk_reject(const char *why)
 {
-	char *java = java_in(dir), *out = NULL;
-	char *argv[] = { java, "-version", NULL };
-	int status = 0, ok;
-
-	ok = child_run_capture(argv, A.workdir, PROBE_MS, (size_t)16 * 1024, &out, &status) == 0 &&
-	    WIFEXITED(status) && WEXITSTATUS(status) == 0 && out != NULL &&
-	    strstr(out, " version ") != NULL;
-	if (!ok)
-		log_warnx("upgrade: %s -version failed (%s): %.200s", java,
-		    child_status_str(status), out ? out : "");
-	free(out);
-	free(java);
-	return ok;
+	if (fs_rm_rf(U.jdk_new) == -1)
+		log_warn("upgrade: cannot remove %s", U.jdk_new);
+	snprintf(jdk_bad_md5, sizeof(jdk_bad_md5), "%s", U.jdk_md5);
+	finish(0, why);
 }
 
-/* The unpack child ended: verify the new JDK, then swap. */
+/* The unpack child ended: verify the new JDK 17, then swap. */
 static void
 jdk_unpacked(pid_t pid, int status, void *arg)
 {
@@ -654,13 +651,13 @@ jdk_unpacked(pid_t pid, int status, void *arg)
 	(void)arg;
 	(void)pid;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		(void)fs_rm_rf(U.jdk_new);
-		finish(0, "cannot unpack tmp/jdk.zip (see the lines above)");
+		jdk_reject("cannot unpack tmp/jdk17.zip (see the lines above); "
+		    "the JDK in use stays");
 		return;
 	}
-	if (!jdk_verify(U.jdk_new)) {
-		(void)fs_rm_rf(U.jdk_new);
-		finish(0, "the new JDK does not run; the old one stays");
+	if (!host_jdk17_verify(U.jdk_new)) {
+		jdk_reject("the new JDK is not a working JDK 17; the JDK in use "
+		    "stays");
 		return;
 	}
 	marker = xasprintf("%s/" JDK_MARKER, U.jdk_new);
@@ -671,8 +668,9 @@ jdk_unpacked(pid_t pid, int status, void *arg)
 }
 
 /*
- * Unpack tmp/jdk.zip into jdk<ts>/ in a forked child, so a large JDK does
- * not stall heartbeats; the child only unpacks, logs and _exit()s.
+ * Unpack tmp/jdk17.zip into jdk17/ or jdk17-<ts>/ in a forked child, so a
+ * large JDK does not stall heartbeats; the child only unpacks, logs and
+ * _exit()s.
  */
 static void
 jdk_unpack(void)
@@ -707,52 +705,79 @@ jdk_unpack(void)
 	child_watch(pid, jdk_unpacked, NULL);
 }
 
-/* Remove earlier jdk<digits>/ dirs (never jdk/, jre/ or any zip: W8). */
-static void
-jdk_remove_old(const char *keep)
+/* 1 for "jdk17" and "jdk17-<digits>" (never jdk/, jre/, jdk17.zip, jdk<ts>). */
+static int
+jdk17_dir_name(const char *name)
 {
-	DIR *d = opendir(".");
-	struct dirent *e;
+	const char *p;
 
-	if (d == NULL)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		const char *p = e->d_name;
-		if (strncmp(p, "jdk", 3) != 0 || p[3] == '\0' ||
-		    strcmp(p, keep) == 0 || strspn(p + 3, "0123456789") != strlen(p + 3) ||
-		    !fs_is_dir(p))
-			continue;
-		if (fs_rm_rf(p) == -1)
-			log_warn("upgrade: cannot remove the old JDK %s", p);
-		else
-			log_info("upgrade: removed the old JDK %s/", p);
-	}
-	closedir(d);
+	if (strcmp(name, JDK_DIR) == 0)
+		return 1;
+	if (strncmp(name, JDK_DIR "-", sizeof(JDK_DIR)) != 0)
+		return 0;
+	p = name + sizeof(JDK_DIR);
+	return *p != '\0' && strspn(p, "0123456789") == strlen(p);
 }
 
 /*
- * Point devops.agent.jdk.dir.path at the new JDK (relative: W8). The file
- * is replaced atomically by config_save; on failure memory is restored.
+ * Remove the other JDK 17 directories after a switch to keep; never the
+ * JDK 8 in use (devops.agent.jdk.dir.path), never a zip.
+ */
+static void
+jdk_remove_old(const char *keep)
+{
+	char *jdk8 = realpath(A.cfg.jdk_dir_resolved, NULL);
+	DIR *d = opendir(".");
+	struct dirent *e;
+
+	if (d == NULL) {
+		free(jdk8);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		const char *p = e->d_name;
+		char *real;
+		int in_use;
+
+		if (!jdk17_dir_name(p) || strcmp(p, keep) == 0 || !fs_is_dir(p))
+			continue;
+		real = realpath(p, NULL);
+		in_use = real != NULL && jdk8 != NULL && strcmp(real, jdk8) == 0;
+		free(real);
+		if (in_use)
+			continue;
+		if (fs_rm_rf(p) == -1)
+			log_warn("upgrade: cannot remove the old JDK 17 %s", p);
+		else
+			log_info("upgrade: removed the old JDK 17 %s/", p);
+	}
+	closedir(d);
+	free(jdk8);
+}
+
+/*
+ * Point devops.agent.jdk17.dir.path at the new JDK (relative: W8). The
+ * file is replaced atomically by config_save; on failure memory is restored.
  */
 static int
 jdk_switch(void)
 {
-	char *old_dir = A.cfg.jdk_dir, *old_res = A.cfg.jdk_dir_resolved;
+	char *old_dir = A.cfg.jdk17_dir, *old_res = A.cfg.jdk17_dir_resolved;
 	char err[256];
 
-	A.cfg.jdk_dir = xstrdup(U.jdk_new);
-	A.cfg.jdk_dir_resolved = xasprintf("%s/%s", A.workdir, U.jdk_new);
+	A.cfg.jdk17_dir = xstrdup(U.jdk_new);
+	A.cfg.jdk17_dir_resolved = xasprintf("%s/%s", A.workdir, U.jdk_new);
 	if (config_save(&A.cfg, err, sizeof(err)) == -1) {
 		agent_check_io_error(errno, CONFIG_FILE);
 		log_error("upgrade: cannot save %s: %s", CONFIG_FILE, err);
-		free(A.cfg.jdk_dir);
-		free(A.cfg.jdk_dir_resolved);
-		A.cfg.jdk_dir = old_dir;
-		A.cfg.jdk_dir_resolved = old_res;
+		free(A.cfg.jdk17_dir);
+		free(A.cfg.jdk17_dir_resolved);
+		A.cfg.jdk17_dir = old_dir;
+		A.cfg.jdk17_dir_resolved = old_res;
 		return -1;
 	}
-	log_info("upgrade: JDK switched from %s to %s", old_res,
-	    A.cfg.jdk_dir_resolved);
+	log_info("upgrade: JDK 17 switched from %s to %s", old_res,
+	    A.cfg.jdk17_dir_resolved);
 	free(old_dir);
 	free(old_res);
 	jdk_remove_old(U.jdk_new);
@@ -783,7 +808,7 @@ swap_files(void)
 	A.build_lock = 1;
 	if (U.changed[IT_JDK] && jdk_switch() == -1) {
 		(void)fs_rm_rf(U.jdk_new);
-		finish(0, "cannot switch devops.agent.jdk.dir.path");
+		finish(0, "cannot switch devops.agent.jdk17.dir.path");
 		return;
 	}
 	if (U.changed[IT_WORKER]) {

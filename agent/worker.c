@@ -132,6 +132,7 @@ build_env(const struct build *b, struct envlist *env)
 	envlist_set(env, "DEVOPS_FILE_GATEWAY", A.cfg.file_gateway);
 	envlist_set(env, "DEVOPS_GATEWAY", gw);
 	envlist_set(env, "BK_CI_LOCALE_LANGUAGE", A.cfg.language);
+	host_worker_env(env);
 	cJSON_ArrayForEach(it, A.envs)
 		if (it->string != NULL && cJSON_IsString(it))
 			envlist_set(env, it->string, it->valuestring);

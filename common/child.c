@@ -259,7 +259,9 @@ child_run_capture(char *const argv[], const char *cwd, int timeout_ms,
 	o.path = argv[0];
 	o.argv = argv;
 	o.cwd = cwd;
-	o.new_session = 0;
+	/* Its own process group from before exec (setsid in the child), so
+	 * that an overrun kills whatever it started too. */
+	o.new_session = 1;
 	o.stdin_fd = -1;
 	o.stdout_fd = pfd[1];
 	o.stderr_fd = -2;
@@ -271,23 +273,14 @@ child_run_capture(char *const argv[], const char *cwd, int timeout_ms,
 		errno = ENOEXEC;
 		return -1;
 	}
-	setpgid(pid, pid);
 	buf = xmalloc(max + 1);
 	for (;;) {
 		struct pollfd p = { pfd[0], POLLIN, 0 };
 		int64_t left = deadline - mono_ms();
 		char tmp[4096];
 		ssize_t n;
-		if (left <= 0) {
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			while (waitpid(pid, status, 0) == -1 && errno == EINTR)
-				;
-			close(pfd[0]);
-			free(buf);
-			errno = ETIMEDOUT;
-			return -1;
-		}
+		if (left <= 0)
+			goto overrun;
 		if (poll(&p, 1, (int)left) <= 0)
 			continue;
 		n = read(pfd[0], tmp, sizeof(tmp));
@@ -303,14 +296,36 @@ child_run_capture(char *const argv[], const char *cwd, int timeout_ms,
 	}
 	close(pfd[0]);
 	buf[len] = '\0';
-	while (waitpid(pid, status, 0) == -1) {
-		if (errno != EINTR) {
+	/* Output closed; the exit must come within the same deadline. */
+	for (;;) {
+		pid_t w = waitpid(pid, status, WNOHANG);
+
+		if (w == pid)
+			break;
+		if (w == -1 && errno != EINTR) {
 			*status = 0;
 			break;
 		}
+		if (mono_ms() >= deadline) {
+			free(buf);
+			buf = NULL;
+			pfd[0] = -1;
+			goto overrun;
+		}
+		(void)poll(NULL, 0, 10);
 	}
 	*out = buf;
 	return 0;
+overrun:
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, status, 0) == -1 && errno == EINTR)
+		;
+	if (pfd[0] != -1)
+		close(pfd[0]);
+	free(buf);
+	errno = ETIMEDOUT;
+	return -1;
 }
 
 /* A wait status in words. */

@@ -55,9 +55,11 @@ void child_reap(void);
 /**
  * Run argv synchronously (for short probes such as `java -version`), with
  * stdout+stderr captured into *out (new string, caller frees, at most max
- * bytes kept). The child runs in its own process group, which is killed when
- * it overruns timeout_ms. Returns 0 and the wait status in *status, or -1 on
- * spawn failure / timeout (errno ETIMEDOUT).
+ * bytes kept). The child runs in its own session and process group (setsid
+ * before exec); timeout_ms covers the whole run, the wait for its exit after
+ * it closed its output included, and on overrun the whole group is killed
+ * (SIGKILL). Returns 0 and the wait status in *status, or -1 on spawn
+ * failure / timeout (errno ETIMEDOUT).
  */
 int child_run_capture(char *const argv[], const char *cwd, int timeout_ms,
     size_t max, char **out, int *status);

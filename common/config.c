@@ -42,7 +42,7 @@ enum ctype { CT_STR, CT_INT, CT_LL, CT_BOOL };
 #define F_STRICT	0x02	/* int: present but not decimal >= 0 -> load fails */
 #define F_POSITIVE	0x04	/* int: <= 0 -> default */
 #define F_EMPTYDEF	0x08	/* str: "" -> default */
-#define F_SAVE		0x10	/* one of the 17 keys of §2.4: always written */
+#define F_SAVE		0x10	/* always written (§2.4 keys, jdk17.dir.path) */
 #define F_SAVE_SET	0x20	/* written when in the file or not the default */
 #define F_WARN_EMPTY	0x40	/* str: "" allowed with a warning */
 
@@ -81,6 +81,7 @@ static const struct ckey keys[] = {
 	{ "devops.agent.logs.keep.hours", CT_INT, O(logs_keep_hours), "96",
 	    F_SAVE, NULL },
 	{ "devops.agent.jdk.dir.path", CT_STR, O(jdk_dir), "", F_SAVE, NULL },
+	{ "devops.agent.jdk17.dir.path", CT_STR, O(jdk17_dir), "", F_SAVE, NULL },
 	{ "devops.docker.parallel.task.count", CT_INT,
 	    O(docker_parallel_task_count), "4", F_STRICT | F_SAVE, NULL },
 	{ "devops.docker.enable", CT_BOOL, O(docker_enable), "false",
@@ -89,14 +90,20 @@ static const struct ckey keys[] = {
 	    F_EMPTYDEF | F_SAVE, lang_valid },
 	{ "devops.imagedebug.portrange", CT_STR, O(imagedebug_portrange),
 	    "30000-32767", F_EMPTYDEF | F_SAVE, NULL },
+	/* Keys of GoAgent at HEAD (config.go), written when set. */
+	{ "devops.pipeline.enable", CT_BOOL, O(pipeline_enable), "false",
+	    F_SAVE_SET, NULL },
+	{ "devops.mcp.server.port", CT_INT, O(mcp_server_port), "0",
+	    F_SAVE_SET, NULL },
+	{ "HTTP_PROXY", CT_STR, O(http_proxy), "", F_SAVE_SET, NULL },
+	{ "HTTPS_PROXY", CT_STR, O(https_proxy), "", F_SAVE_SET, NULL },
+	{ "NO_PROXY", CT_STR, O(no_proxy), "", F_SAVE_SET, NULL },
 	/* Dropped by GoAgent's SaveConfig; kept here (W5). */
 	{ "devops.agent.collectorOn", CT_BOOL, O(collector_on), "true",
 	    F_SAVE_SET, NULL },
 	{ "devops.agent.batch.install", CT_STR, O(batch_install), "",
 	    F_SAVE_SET, NULL },
 	/* Keys of this agent. */
-	{ "devops.pipeline.enable", CT_BOOL, O(pipeline_enable), "false",
-	    F_SAVE_SET, NULL },
 	{ "devops.pipeline.timeout.sec", CT_LL, O(pipeline_timeout_sec), "3600",
 	    F_POSITIVE | F_SAVE_SET, NULL },
 	{ "devops.pipeline.workspace", CT_STR, O(pipeline_workspace),
@@ -107,7 +114,7 @@ static const struct ckey keys[] = {
 	    F_EMPTYDEF | F_SAVE_SET, poll_mode_valid },
 };
 #undef O
-#define NKEYS 24
+#define NKEYS 29
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */
@@ -745,6 +752,17 @@ jdk_resolve(const char *jdk_dir, const char *workdir)
 	return xasprintf("%s/jre", wd);
 }
 
+/* Absolute JDK 17 directory: jdk17_dir (relative: to workdir), else WORKDIR/jdk17. */
+static char *
+jdk17_resolve(const char *dir, const char *workdir)
+{
+	const char *wd = workdir != NULL ? workdir : ".";
+
+	if (dir[0] == '/')
+		return xstrdup(dir);
+	return xasprintf("%s/%s", wd, dir[0] != '\0' ? dir : "jdk17");
+}
+
 /* Load and validate path into c (see config.h). */
 int
 config_load(struct config *c, const char *path, const char *workdir,
@@ -781,6 +799,64 @@ config_load(struct config *c, const char *path, const char *workdir,
 	c->doc = d;
 	c->path = xstrdup(path);
 	c->jdk_dir_resolved = jdk_resolve(c->jdk_dir, workdir);
+	c->jdk17_dir_resolved = jdk17_resolve(c->jdk17_dir, workdir);
+	return 0;
+}
+
+/* Path of the backup of path: path + ".bak". Caller frees. */
+static char *
+bak_path(const char *path)
+{
+	return xasprintf("%s" CONFIG_BAK_SUFFIX, path);
+}
+
+/* Load path, else restore it from path.bak (see config.h). */
+int
+config_load_restore(struct config *c, const char *path, const char *workdir,
+    int *restored, char *err, size_t errlen)
+{
+	char main_err[256], bak_err[256], *bak, *text = NULL;
+	struct stat st;
+	mode_t mode = 0640;
+	size_t len;
+
+	*restored = 0;
+	if (config_load(c, path, workdir, main_err, sizeof(main_err)) == 0)
+		return 0;
+	bak = bak_path(path);
+	if (config_load(c, bak, workdir, bak_err, sizeof(bak_err)) == -1) {
+		/* Read errors already start with the path. */
+		if (str_starts(bak_err, bak))
+			seterr(err, errlen, "%s; backup %s", main_err, bak_err);
+		else
+			seterr(err, errlen, "%s; backup %s: %s", main_err, bak,
+			    bak_err);
+		free(bak);
+		return -1;
+	}
+	config_free(c);
+	/* Put the backup's bytes back in place, keeping the old file's mode
+	 * (group read may be needed by the build user's worker). */
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+		mode = st.st_mode & 07777;
+	if (fs_read_file(bak, (size_t)CONFIG_MAX_BYTES, &text, &len) == -1 ||
+	    fs_write_atomic(path, text, len, mode) == -1) {
+		seterr(err, errlen, "%s; backup %s loads but cannot be copied "
+		    "back: %s", main_err, bak, strerror(errno));
+		free(text);
+		free(bak);
+		return -1;
+	}
+	free(text);
+	if (config_load(c, path, workdir, bak_err, sizeof(bak_err)) == -1) {
+		seterr(err, errlen, "%s; restored from %s but: %s", main_err, bak,
+		    bak_err);
+		free(bak);
+		return -1;
+	}
+	log_warnx("%s: %s; restored it from %s", path, main_err, bak);
+	*restored = 1;
+	free(bak);
 	return 0;
 }
 
@@ -968,6 +1044,56 @@ save_verify(char *text, size_t len, const char *name, enum action *act,
 	return rc;
 }
 
+/*
+ * Before a write: copy the file now at cur (the symlink target, if any) to
+ * path.bak, best effort. Only a non-empty text that loads is copied: the
+ * text this process loaded or wrote (d), or a hand-edited file that still
+ * loads, so a broken file never replaces a good backup. Mode 0600: it holds
+ * the secret key and only the agent reads it.
+ */
+static void
+backup_current(const char *cur, const char *path, const struct config_doc *d)
+{
+	struct config_doc *od = NULL;
+	struct config tmp;
+	dictionary *dict = NULL;
+	char *text = NULL, *bak, msg[256];
+	size_t len = 0;
+
+	if (fs_read_file(cur, (size_t)CONFIG_MAX_BYTES, &text, &len) == -1)
+		return;		/* missing (first write) or unreadable */
+	if (len == 0) {
+		free(text);
+		return;
+	}
+	if (len != d->len || memcmp(text, d->text, len) != 0) {
+		/* Changed on disk since: back it up only if it still loads. */
+		char *copy = xmalloc(len + 1);
+		int ok;
+
+		memcpy(copy, text, len + 1);
+		memset(&tmp, 0, sizeof(tmp));
+		ok = doc_parse(copy, len, cur, 1, &od, &dict, msg,
+		    sizeof(msg)) == 0 &&
+		    config_fill(&tmp, dict, 1, msg, sizeof(msg)) == 0;
+		if (dict != NULL)
+			iniparser_freedict(dict);
+		doc_free(od);
+		config_free(&tmp);
+		if (!ok) {
+			log_warnx("%s does not load (%s); the backup is not "
+			    "replaced", path, msg);
+			free(text);
+			return;
+		}
+	}
+	bak = bak_path(path);
+	if (fs_write_atomic(bak, text, len, 0600) == -1)
+		log_warn("cannot back up %s to %s", path, bak);
+	free(bak);
+	free(text);
+}
+
 /* Write the known keys back into the original lines (see config.h). */
 int
 config_save(struct config *c, char *err, size_t errlen)
@@ -1009,6 +1135,7 @@ config_save(struct config *c, char *err, size_t errlen)
 		mode = st.st_mode & 07777;
 	else if (errno != ENOENT)
 		goto fail;
+	backup_current(target != NULL ? target : c->path, c->path, d);
 	if (fs_write_atomic(target != NULL ? target : c->path, nd->text, nd->len,
 	    mode) == -1)
 		goto fail;
@@ -1043,6 +1170,7 @@ config_free(struct config *c)
 			free(*(char **)field(c, &keys[k]));
 	free(c->path);
 	free(c->jdk_dir_resolved);
+	free(c->jdk17_dir_resolved);
 	doc_free(c->doc);
 	memset(c, 0, sizeof(*c));
 }

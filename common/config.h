@@ -43,6 +43,8 @@
 #include <stddef.h>
 
 #define CONFIG_FILE ".agent.properties"
+/** The backup next to it: CONFIG_FILE CONFIG_BAK_SUFFIX. */
+#define CONFIG_BAK_SUFFIX ".bak"
 /** Largest accepted file, bytes. */
 #define CONFIG_MAX_BYTES (1024 * 1024)
 /** Longest accepted line (joined continuation lines included), bytes without
@@ -72,14 +74,23 @@ struct config {
 	int	 logs_keep_hours;	/* devops.agent.logs.keep.hours; bad/missing -> 96 */
 	char	*jdk_dir;		/* devops.agent.jdk.dir.path as written; may be "",
 					   kept "" on write-back (W8) */
+	char	*jdk17_dir;		/* devops.agent.jdk17.dir.path as written; "" =
+					   WORKDIR/jdk17, kept "" on write-back; the
+					   JDK 17 upgrade sets a name relative to
+					   WORKDIR (jdk17, jdk17-<unix seconds>) */
 	int	 docker_parallel_task_count; /* devops.docker.parallel.task.count; absent -> 4 */
 	int	 docker_enable;		/* devops.docker.enable; default 0 */
 	char	*language;		/* devops.language; default zh_CN */
 	char	*imagedebug_portrange;	/* devops.imagedebug.portrange; "" -> 30000-32767 */
 
-	/* Keys of this agent (not in GoAgent @bb566049dd1); written back only
-	   when present in the file or not the default. */
+	/* Keys of GoAgent at HEAD (not in @bb566049dd1) and of this agent;
+	   written back only when present in the file or not the default. */
 	int	 pipeline_enable;	/* devops.pipeline.enable; default 0 */
+	int	 mcp_server_port;	/* devops.mcp.server.port; default 0; not
+					   used by this agent, kept */
+	char	*http_proxy;		/* HTTP_PROXY (upper-case key), trimmed; "" */
+	char	*https_proxy;		/* HTTPS_PROXY, trimmed; "" */
+	char	*no_proxy;		/* NO_PROXY, trimmed; "" */
 	long long pipeline_timeout_sec;	/* devops.pipeline.timeout.sec; default 3600,
 					   <= 0 or bad -> 3600 */
 	char	*pipeline_workspace;	/* devops.pipeline.workspace: prefix of the
@@ -95,6 +106,8 @@ struct config {
 	char	*path;			/* file path as given to config_load */
 	char	*jdk_dir_resolved;	/* JDK dir: jdk_dir (relative: to workdir), else
 					   WORKDIR/jdk if a dir, else WORKDIR/jre */
+	char	*jdk17_dir_resolved;	/* JDK 17 dir: jdk17_dir (relative: to
+					   workdir), else WORKDIR/jdk17 */
 
 	struct config_doc *doc;		/* original lines, for config_save */
 };
@@ -123,12 +136,29 @@ int config_load(struct config *c, const char *path, const char *workdir,
     char *err, size_t errlen);
 
 /**
+ * config_load(path), and when that fails (file missing, empty, unparsable
+ * or a required key invalid), the backup path".bak" that config_save keeps
+ * (GoAgent HEAD src/agent/agent/src/pkg/config/config.go LoadAgentConfig):
+ * when the backup loads, its bytes are written over path atomically (mode:
+ * that of the old file, else 0640; agent_save_config narrows it), path is
+ * loaded again and a warning is logged.
+ * restored: set to 1 when the backup was used, else 0.
+ * Returns 0 (c as after config_load), or -1 with err naming both problems,
+ * e.g. "line 3: not a key=value line; backup .agent.properties.bak:
+ * devops.agent.id: missing or blank" or ".agent.properties: No such file or
+ * directory; backup .agent.properties.bak: No such file or directory".
+ */
+int config_load_restore(struct config *c, const char *path, const char *workdir,
+    int *restored, char *err, size_t errlen);
+
+/**
  * Write the known keys back into the text loaded by config_load (or written
  * by the last successful config_save) and write the file atomically (mode
  * 0644 when created, else the old mode; a symlink is written through).
- * Keys written: the 17 keys of §2.4, plus devops.agent.collectorOn,
- * devops.agent.batch.install and the devops.pipeline.* keys when they are in
- * the file or differ from their default. A key's line is rewritten only when
+ * Keys written: the 17 keys of §2.4 and devops.agent.jdk17.dir.path, plus
+ * devops.agent.collectorOn, devops.agent.batch.install, the devops.pipeline.*
+ * keys, devops.mcp.server.port, HTTP_PROXY, HTTPS_PROXY and NO_PROXY when
+ * they are in the file or differ from their default. A key's line is rewritten only when
  * its value text is not already the written form (booleans: any accepted
  * spelling of the same value is kept); the key text, its indentation, the
  * delimiter and its blanks and the line ending stay, an inline comment on a
@@ -136,6 +166,9 @@ int config_load(struct config *c, const char *path, const char *workdir,
  * order before the first [section] (else at the end) with the file's line
  * ending. Every other byte is kept. Does nothing (no write, mtime and inode
  * kept) when the text is unchanged.
+ * Before a write, the file on disk is copied to path".bak" (mode 0600, best
+ * effort: a failure is logged) when it is non-empty and loads; a file that
+ * no longer loads never replaces the backup.
  * The new text is parsed again before writing: a value that would not read
  * back identically (line break, '#', ';', surrounding quotes or blanks) or a
  * result config_load would reject fails with EINVAL and nothing is written.

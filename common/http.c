@@ -47,13 +47,41 @@ static struct {
 	int		 n;
 } H;
 
-/* Set the proxy from the environment, accepting upper and lower case names. */
+/* The proxy lookup of the agent, or NULL (http_set_proxy_lookup). */
+static http_proxy_fn proxy_fn;
+
+/* Set the per-request proxy lookup (see http.h). */
+void
+http_set_proxy_lookup(http_proxy_fn fn)
+{
+	proxy_fn = fn;
+}
+
+/*
+ * Set the proxy of one request: from the lookup when it names an HTTP or
+ * HTTPS proxy, else from the environment, accepting upper and lower case
+ * names.
+ */
 static void
 set_proxy(CURL *easy, const char *url)
 {
 	const char *p, *np;
 	int https = strncasecmp(url, "https:", 6) == 0;
 
+	if (proxy_fn != NULL) {
+		const char *hp = proxy_fn("HTTP_PROXY");
+		const char *sp = proxy_fn("HTTPS_PROXY");
+
+		if (!str_blank(hp != NULL ? hp : "") ||
+		    !str_blank(sp != NULL ? sp : "")) {
+			p = https ? sp : hp;
+			np = proxy_fn("NO_PROXY");
+			/* "" turns libcurl's own environment lookup off. */
+			curl_easy_setopt(easy, CURLOPT_PROXY, p != NULL ? p : "");
+			curl_easy_setopt(easy, CURLOPT_NOPROXY, np != NULL ? np : "");
+			return;
+		}
+	}
 	if (https)
 		p = getenv("https_proxy") ? getenv("https_proxy") : getenv("HTTPS_PROXY");
 	else

@@ -5,8 +5,11 @@
  * X-DEVOPS-PROJECT-ID, X-DEVOPS-AGENT-ID, X-DEVOPS-AGENT-SECRET-KEY); POST and
  * PUT add "Content-Type: application/json; charset=utf-8". TLS trusts the
  * system roots plus the PEM certificates of ca_file (".cert") when it exists.
- * The proxy variables http_proxy/HTTP_PROXY, https_proxy/HTTPS_PROXY and
- * no_proxy/NO_PROXY are honoured (upper and lower case, as Go does).
+ * Proxies: a lookup function set with http_set_proxy_lookup (the agent's:
+ * heartbeat envs, environment, .agent.properties) decides per request; without
+ * one, or when it finds neither an HTTP nor an HTTPS proxy, the variables
+ * http_proxy/HTTP_PROXY, https_proxy/HTTPS_PROXY and no_proxy/NO_PROXY of the
+ * environment are honoured (upper and lower case).
  *
  * Requests run asynchronously on one curl multi handle that the event loop
  * drives (http_fds/http_dispatch, see ev.h), or synchronously with the
@@ -57,6 +60,20 @@ void http_shutdown(void);
 void http_set_gateway(const char *gateway);
 /** Current request timeout for JSON calls, ms. */
 void http_set_timeout_ms(long ms);
+
+/**
+ * Per-request proxy lookup: fn(name) with name "HTTP_PROXY", "HTTPS_PROXY"
+ * or "NO_PROXY" returns its value (borrowed, valid until the request is set
+ * up) or NULL / "" for none. When it gives an HTTP or an HTTPS proxy, an
+ * https URL goes through the HTTPS one and an http URL through the HTTP one
+ * (directly when that one is empty), hosts matching NO_PROXY (libcurl's
+ * comma-separated list) go directly, and the environment is not consulted;
+ * otherwise the environment rules apply, as in GoAgent HEAD
+ * (src/agent/agent/src/pkg/util/httputil/httputil.go proxyFromAgentEnv).
+ * fn NULL: environment only (the default).
+ */
+typedef const char *(*http_proxy_fn)(const char *name);
+void http_set_proxy_lookup(http_proxy_fn fn);
 
 /**
  * Start a JSON call: method "GET", "POST", "PUT" or "DELETE"; path is

@@ -2,7 +2,8 @@
 
 Shared by the pytest fixtures (tests/integration/conftest.py) and the demo
 (tests/demo.py): the three binaries (the upgrader in tmp/), .agent.properties
-in the shape of the server's template, the worker stand-in as jdk/bin/java,
+in the shape of the server's template, the worker stand-in as jdk/bin/java
+and jdk17/bin/java,
 worker-agent.jar (a text file holding the worker version), workspace/, logs/
 and an uninstall.sh stub.
 """
@@ -93,13 +94,14 @@ def missing_binaries() -> list[str]:
 def layout_install_dir(root: Path, fakeci: FakeCI, with_binaries: bool = True) -> Path:
     """Lay out a GoAgent install directory at `root` (created) and return it."""
     root = Path(root)
-    for sub in ("tmp", "jdk/bin", "workspace", "logs"):
+    for sub in ("tmp", "jdk/bin", "jdk17/bin", "workspace", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     if with_binaries:
         for name, dest in BINARIES.items():
             shutil.copy2(BIN_DIR / name, root / dest)
-    shutil.copy2(JAVA_STANDIN, root / "jdk" / "bin" / "java")
-    (root / "jdk" / "bin" / "java").chmod(0o755)
+    for jdk in ("jdk", "jdk17"):                  # JDK 8 and JDK 17, as HEAD installs
+        shutil.copy2(JAVA_STANDIN, root / jdk / "bin" / "java")
+        (root / jdk / "bin" / "java").chmod(0o755)
     (root / "worker-agent.jar").write_text(WORKER_VERSION + "\n")
     uninstall = root / "uninstall.sh"
     uninstall.write_text("#!/bin/sh\n# test stub: records that the upgrader ran it\n"

@@ -45,7 +45,7 @@ def test_startup_and_two_heartbeats(install_dir, fakeci, poll_mode):
                            ) and fakeci.wait_until(lambda: fakeci.get_state()["lastStartup"])
     startup = fakeci.get_state()["lastStartup"]
     assert startup["detectOS"] == "linux"
-    assert startup["version"] == "v1.15.2"          # probed through jdk/bin/java
+    assert startup["version"] == "v1.15.2"          # probed through jdk17/bin/java
     assert startup["masterVersion"].startswith("v")
     assert startup["hostIp"] and startup["hostname"] is not None
 
@@ -56,7 +56,7 @@ def test_startup_and_two_heartbeats(install_dir, fakeci, poll_mode):
     assert hb["taskList"] is None                    # no build runs
     assert hb["props"]["arch"] in ("amd64", "arm64", "386", "mips64")
     assert len(hb["props"]["jdkVersion"]) == 3
-    assert hb["props"]["jdkVersion"][0].startswith("openjdk version")
+    assert hb["props"]["jdkVersion"][0].startswith("openjdk 17")    # jdk17 --version
     assert hb["errorExitData"] is None
     assert hb["dockerTaskList"] == []
     os_version = json.loads(hb["props"]["osVersion"])  # a JSON text, as HEAD sends it

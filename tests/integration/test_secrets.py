@@ -50,7 +50,8 @@ def install_files(root: Path) -> list[Path]:
     """Every regular file under the install dir, minus what the test put there
     (the properties file is checked on its own, the stand-ins are not the
     agent's)."""
-    skip = {root / ".agent.properties", root / "worker-agent.jar", root / "uninstall.sh"}
+    skip = {root / ".agent.properties", root / ".agent.properties.bak",
+            root / "worker-agent.jar", root / "uninstall.sh"}
     out = []
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
@@ -140,6 +141,8 @@ def test_no_secret_in_files_logs_or_command_lines(install_dir, fakeci):
     assert SECRET_KEY.encode() in props.read_bytes()
     assert props.stat().st_mode & stat.S_IRWXO == 0
     assert props.stat().st_mode & stat.S_IRWXG == 0        # no build user switch here
+    bak = install_dir / ".agent.properties.bak"              # its copy before each write
+    assert not bak.exists() or stat.S_IMODE(bak.stat().st_mode) == 0o600
     docker_report = [f for f in fakeci.finished if f["buildId"] == docker["buildId"]]
     assert docker_report and not docker_report[0]["success"]
     assert_no_violations(fakeci)

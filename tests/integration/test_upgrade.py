@@ -287,8 +287,12 @@ def test_rollback_reexecutes_the_daemon_back(fakeci, install_dir, new_binaries):
     kill_leftovers(install_dir)
 
 
-def make_jdk_zip(path: Path, java: Path) -> None:
-    """A jre.zip with an executable bin/java, a symlink and a ../evil entry."""
+def make_jdk_zip(path: Path, java: Path, version: str | None = "17.0.12") -> None:
+    """A jdk17.zip with an executable bin/java, a symlink and a ../evil entry.
+
+    version: JAVA_VERSION of its `release` file (what the java stand-in
+    reports); None: no release file (the stand-in's default, 17.0.9).
+    """
     def info(name: str, mode: int) -> zipfile.ZipInfo:
         zi = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
         zi.create_system = 3
@@ -297,6 +301,9 @@ def make_jdk_zip(path: Path, java: Path) -> None:
 
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(info("bin/java", stat.S_IFREG | 0o755), java.read_bytes())
+        if version is not None:
+            z.writestr(info("release", stat.S_IFREG | 0o644),
+                       f'JAVA_VERSION="{version}"\n'.encode())
         z.writestr(info("lib/modules", stat.S_IFREG | 0o644), b"modules\n")
         z.writestr(info("lib/java-link", stat.S_IFLNK | 0o777), b"../bin/java")
         z.writestr(info("../evil", stat.S_IFREG | 0o644), b"zip-slip\n")
@@ -307,8 +314,8 @@ def test_worker_and_jdk_upgrade(fakeci, install_dir, tmp_path):
     jar_inode = jar.stat().st_ino
     (install_dir / "jre.zip").write_bytes(b"the shipped jre.zip\n")
     fakeci.add_file("jar/worker-agent.jar", b"v1.16.0\n")
-    make_jdk_zip(tmp_path / "jre.zip", install_dir / "jdk/bin/java")
-    fakeci.add_file("jre/" + suffix()[1:] + "/jre.zip", (tmp_path / "jre.zip").read_bytes())
+    make_jdk_zip(tmp_path / "jdk17.zip", install_dir / "jdk17/bin/java")
+    fakeci.add_file("jre/" + suffix()[1:] + "/jdk17.zip", (tmp_path / "jdk17.zip").read_bytes())
     fakeci.set_upgrade(worker=True, jdk=True)
     agent = Agent(install_dir, fast=True).start()
 
@@ -318,30 +325,34 @@ def test_worker_and_jdk_upgrade(fakeci, install_dir, tmp_path):
     # Worker: new content, put in place by rename (a new inode).
     assert jar.read_text() == "v1.16.0\n"
     assert jar.stat().st_ino != jar_inode
-    # JDK: a new jdk<ts>/ with modes and symlinks, the path switched.
-    jdk = read_properties(install_dir / ".agent.properties")["devops.agent.jdk.dir.path"]
-    assert jdk.startswith("jdk") and jdk[3:].isdigit(), jdk
+    # JDK 17: jdk17/ exists, so a new jdk17-<ts>/ with modes and symlinks,
+    # the path switched.
+    jdk = read_properties(install_dir / ".agent.properties")["devops.agent.jdk17.dir.path"]
+    assert jdk.startswith("jdk17-") and jdk[6:].isdigit(), jdk
     new = install_dir / jdk
     assert os.access(new / "bin/java", os.X_OK)
     assert stat.S_IMODE((new / "lib/modules").stat().st_mode) == 0o644
     assert os.path.islink(new / "lib/java-link")
     assert os.readlink(new / "lib/java-link") == "../bin/java"
-    # The ../evil entry was rejected: nothing outside jdk<ts>/.
+    # The ../evil entry was rejected: nothing outside jdk17-<ts>/.
     assert not (install_dir / "evil").exists()
     assert not (install_dir.parent / "evil").exists()
     agent.wait_for_log(r"entry '\.\./evil' rejected", timeout=5)
-    # W8: the shipped jre.zip and the jdk/ baseline stay.
+    # The old jdk17/ is gone; jre.zip and the JDK 8 jdk/ stay untouched.
+    assert not (install_dir / "jdk17").exists()
     assert (install_dir / "jre.zip").read_bytes() == b"the shipped jre.zip\n"
     assert (install_dir / "jdk/bin/java").exists()
-    # The agent now reports the new worker version and a JDK version.
+    # The agent now reports the new worker and the new JDK 17 version.
     assert wait_until(lambda: any(
-        (r["json"] or {}).get("workerVersion") == "v1.16.0" and (r["json"] or {}).get("jdkVersion")
+        (r["json"] or {}).get("workerVersion") == "v1.16.0"
+        and ((r["json"] or {}).get("jdkVersion") or [""])[0] == "openjdk 17.0.12 2024-04-16"
         for r in fakeci.requests("upgradeNew")), timeout=30)
     assert finishes(fakeci) == [True]
-    # Builds use the new JDK.
+    # Builds use the new JDK 17.
     fakeci.queue_build(script="echo on the new jdk")
     assert fakeci.wait_for("finished", 1, timeout=30)
     assert fakeci.finished[0]["success"] is True
+    assert fakeci.worker_ends[0]["env"]["DEVOPS_AGENT_JDK_17_PATH"] == os.path.realpath(new / "bin/java")
     assert_no_violations(fakeci)
 
 

@@ -50,6 +50,7 @@ static char tmpdir[64];
 	"devops.agent.request.timeout.sec=5\n" \
 	"devops.agent.ignoreLocalIps=127.0.0.1\n" \
 	"devops.agent.jdk.dir.path=\n" \
+	"devops.agent.jdk17.dir.path=\n" \
 	"devops.imagedebug.portrange=30000-32767\n"
 /* All 17 keys of §2.4 in their written form: config_save changes nothing. */
 #define FULL \
@@ -67,6 +68,7 @@ static char tmpdir[64];
 	"devops.agent.ignoreLocalIps=127.0.0.1\n" \
 	"devops.agent.logs.keep.hours=96\n" \
 	"devops.agent.jdk.dir.path=\n" \
+	"devops.agent.jdk17.dir.path=\n" \
 	"devops.docker.parallel.task.count=4\n" \
 	"devops.docker.enable=false\n" \
 	"devops.language=zh_CN\n" \
@@ -222,6 +224,7 @@ TEST(t_crlf)
 	    "devops.agent.ignoreLocalIps=127.0.0.1\r\n"
 	    "devops.agent.logs.keep.hours=96\r\n"
 	    "devops.agent.jdk.dir.path=\r\n"
+	    "devops.agent.jdk17.dir.path=\r\n"
 	    "devops.docker.parallel.task.count=4\r\n"
 	    "devops.docker.enable=false\r\n"
 	    "devops.language=zh_CN\r\n"
@@ -633,6 +636,7 @@ TEST(t_save_changes)
 	    "devops.agent.ignoreLocalIps=127.0.0.1\n"
 	    "devops.agent.logs.keep.hours=96\n"
 	    "devops.agent.jdk.dir.path=\n"
+	    "devops.agent.jdk17.dir.path=\n"
 	    "devops.docker.parallel.task.count=4\n"
 	    "devops.docker.enable=false\n"
 	    "devops.language=zh_CN\n"
@@ -686,6 +690,7 @@ TEST(t_save_sections_continuations)
 	    "devops.agent.ignoreLocalIps=127.0.0.1\n"
 	    "devops.agent.logs.keep.hours=96\n"
 	    "devops.agent.jdk.dir.path=\n"
+	    "devops.agent.jdk17.dir.path=\n"
 	    "devops.docker.parallel.task.count=4\n"
 	    "devops.docker.enable=false\n"
 	    "devops.language=zh_CN\n"
@@ -834,6 +839,208 @@ TEST(t_symlink)
 	free(real);
 }
 
+TEST(t_head_keys)
+{
+	struct config c;
+	char err[256], *p, *s, *want;
+
+	/* Defaults: not written back while default (jdk17.dir.path is). */
+	CHECK(load_text(&c, REQUIRED, err, sizeof(err)) == 0);
+	CHECK_STR(c.jdk17_dir, "");
+	want = xasprintf("%s/jdk17", tmpdir);
+	CHECK_STR(c.jdk17_dir_resolved, want);
+	free(want);
+	CHECK(c.mcp_server_port == 0);
+	CHECK_STR(c.http_proxy, "");
+	CHECK_STR(c.https_proxy, "");
+	CHECK_STR(c.no_proxy, "");
+	config_free(&c);
+
+	/* Values are trimmed; the upper-case names are the keys; a
+	 * lower-case spelling is not the key (case-sensitive). */
+	CHECK(load_text(&c, REQUIRED
+	    "devops.agent.jdk17.dir.path=jdk17-1700000000\n"
+	    "devops.mcp.server.port= 8123 \n"
+	    "HTTP_PROXY =  http://proxy.example.com:3128  \n"
+	    "HTTPS_PROXY=http://sproxy.example.com:3128\n"
+	    "no_proxy=ignored.example.com\n"
+	    "devops.pipeline.enable=true\n"
+	    "# HTTP_PROXY=commented\n", err, sizeof(err)) == 0);
+	want = xasprintf("%s/jdk17-1700000000", tmpdir);
+	CHECK_STR(c.jdk17_dir_resolved, want);
+	free(want);
+	CHECK(c.mcp_server_port == 8123);
+	CHECK_STR(c.http_proxy, "http://proxy.example.com:3128");
+	CHECK_STR(c.https_proxy, "http://sproxy.example.com:3128");
+	CHECK_STR(c.no_proxy, "");
+	CHECK(c.pipeline_enable == 1);
+
+	/* Round trip: changed values are written in place, new ones are
+	 * appended with their upper-case names, the rest is kept. */
+	free(c.http_proxy);
+	c.http_proxy = xstrdup("");
+	free(c.no_proxy);
+	c.no_proxy = xstrdup("localhost,.example.com");
+	free(c.jdk17_dir);
+	c.jdk17_dir = xstrdup("jdk17-1800000000");
+	c.mcp_server_port = 9000;
+	CHECK(config_save(&c, err, sizeof(err)) == 0);
+	p = tpath(CONFIG_FILE);
+	s = slurp(p);
+	want = xasprintf("%s",
+	    REQUIRED
+	    "devops.agent.jdk17.dir.path=jdk17-1800000000\n"
+	    "devops.mcp.server.port= 9000\n"
+	    "HTTP_PROXY =  \n"
+	    "HTTPS_PROXY=http://sproxy.example.com:3128\n"
+	    "no_proxy=ignored.example.com\n"
+	    "devops.pipeline.enable=true\n"
+	    "# HTTP_PROXY=commented\n"
+	    "landun.fileGateway=\n"
+	    "devops.slave.user=\n"
+	    "devops.agent.request.timeout.sec=5\n"
+	    "devops.agent.detect.shell=false\n"
+	    "devops.agent.ignoreLocalIps=127.0.0.1\n"
+	    "devops.agent.logs.keep.hours=96\n"
+	    "devops.agent.jdk.dir.path=\n"
+	    "devops.docker.parallel.task.count=4\n"
+	    "devops.docker.enable=false\n"
+	    "devops.language=zh_CN\n"
+	    "devops.imagedebug.portrange=30000-32767\n"
+	    "NO_PROXY=localhost,.example.com\n");
+	CHECK_STR(s, want);
+	free(want);
+	free(s);
+	config_free(&c);
+	CHECK(config_load(&c, p, tmpdir, err, sizeof(err)) == 0);
+	CHECK_STR(c.jdk17_dir, "jdk17-1800000000");
+	CHECK(c.mcp_server_port == 9000);
+	CHECK_STR(c.http_proxy, "");
+	CHECK_STR(c.https_proxy, "http://sproxy.example.com:3128");
+	CHECK_STR(c.no_proxy, "localhost,.example.com");
+	config_free(&c);
+
+	/* A bad port is lenient (0), an absolute JDK 17 path is kept. */
+	CHECK(load_text(&c, REQUIRED "devops.mcp.server.port=http\n"
+	    "devops.agent.jdk17.dir.path=/opt/jdk17\n", err, sizeof(err)) == 0);
+	CHECK(c.mcp_server_port == 0);
+	CHECK_STR(c.jdk17_dir_resolved, "/opt/jdk17");
+	config_free(&c);
+	free(p);
+}
+
+TEST(t_backup_written)
+{
+	struct config c;
+	char err[256], *p, *bak, *s;
+	struct stat st;
+
+	p = tpath(CONFIG_FILE);
+	bak = tpath(CONFIG_FILE CONFIG_BAK_SUFFIX);
+	(void)unlink(bak);
+	CHECK(load_text(&c, FULL, err, sizeof(err)) == 0);
+	CHECK(chmod(p, 0640) == 0);
+	/* No write, no backup. */
+	CHECK(config_save(&c, err, sizeof(err)) == 0);
+	CHECK(!fs_exists(bak));
+	/* A write keeps the previous text in .bak, owner-only. */
+	c.parallel_task_count = 7;
+	CHECK(config_save(&c, err, sizeof(err)) == 0);
+	s = slurp(bak);
+	CHECK_STR(s, FULL);
+	free(s);
+	CHECK(stat(bak, &st) == 0 && (st.st_mode & 07777) == 0600);
+	c.parallel_task_count = 8;
+	CHECK(config_save(&c, err, sizeof(err)) == 0);
+	s = slurp(bak);
+	CHECK(strstr(s, "devops.parallel.task.count: 7\n") != NULL);
+	free(s);
+	/* A file broken on disk meanwhile does not replace a good backup. */
+	free(puts_(CONFIG_FILE, "garbage without a delimiter\n"));
+	c.parallel_task_count = 9;
+	CHECK(config_save(&c, err, sizeof(err)) == 0);
+	s = slurp(bak);
+	CHECK(strstr(s, "devops.parallel.task.count: 7\n") != NULL);
+	free(s);
+	/* An empty file on disk is not backed up either. */
+	free(puts_(CONFIG_FILE, ""));
+	c.parallel_task_count = 10;
+	CHECK(config_save(&c, err, sizeof(err)) == 0);
+	s = slurp(bak);
+	CHECK(strstr(s, "devops.parallel.task.count: 7\n") != NULL);
+	free(s);
+	config_free(&c);
+	CHECK(unlink(bak) == 0);
+	free(bak);
+	free(p);
+}
+
+TEST(t_backup_restore)
+{
+	struct config c;
+	char err[512], *p, *bak, *s;
+	struct stat st;
+	int restored = -1;
+
+	p = tpath(CONFIG_FILE);
+	bak = tpath(CONFIG_FILE CONFIG_BAK_SUFFIX);
+	free(puts_(CONFIG_FILE CONFIG_BAK_SUFFIX, FULL));
+	/* Main file fine: the backup is not used. */
+	free(puts_(CONFIG_FILE, REQUIRED));
+	CHECK(config_load_restore(&c, p, tmpdir, &restored, err,
+	    sizeof(err)) == 0);
+	CHECK(restored == 0);
+	CHECK_STR(c.project_id, "p");
+	config_free(&c);
+
+	/* Corrupt main file: restored from .bak, mode of the old file kept. */
+	free(put(CONFIG_FILE, "devops.project.id=p\n\0garbage", 28));
+	CHECK(chmod(p, 0640) == 0);
+	CHECK(config_load_restore(&c, p, tmpdir, &restored, err,
+	    sizeof(err)) == 0);
+	CHECK(restored == 1);
+	CHECK_STR(c.project_id, "demo");
+	CHECK_STR(c.path, p);
+	s = slurp(p);
+	CHECK_STR(s, FULL);
+	free(s);
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0640);
+	config_free(&c);
+
+	/* Missing and empty main files are restored too. */
+	CHECK(unlink(p) == 0);
+	CHECK(config_load_restore(&c, p, tmpdir, &restored, err,
+	    sizeof(err)) == 0 && restored == 1);
+	config_free(&c);
+	free(puts_(CONFIG_FILE, ""));
+	CHECK(config_load_restore(&c, p, tmpdir, &restored, err,
+	    sizeof(err)) == 0 && restored == 1);
+	config_free(&c);
+
+	/* Both broken: -1, the message names both problems, nothing written. */
+	free(puts_(CONFIG_FILE, REQUIRED "just words\n"));
+	free(puts_(CONFIG_FILE CONFIG_BAK_SUFFIX,
+	    "devops.project.id=p\ndevops.agent.secret.key=S3cr3tV4lue\n"));
+	CHECK(config_load_restore(&c, p, tmpdir, &restored, err,
+	    sizeof(err)) == -1);
+	CHECK(restored == 0);
+	CHECK(strstr(err, "line 7: not a key=value line") != NULL);
+	CHECK(strstr(err, CONFIG_FILE CONFIG_BAK_SUFFIX) != NULL);
+	CHECK(strstr(err, "devops.agent.id: missing or blank") != NULL);
+	CHECK(clean_msg(err));
+	s = slurp(p);
+	CHECK_STR(s, REQUIRED "just words\n");
+	free(s);
+	/* Both missing. */
+	CHECK(unlink(p) == 0 && unlink(bak) == 0);
+	CHECK(config_load_restore(&c, p, tmpdir, &restored, err,
+	    sizeof(err)) == -1);
+	CHECK(strstr(err, "No such file") != NULL &&
+	    strstr(err, "backup") != NULL);
+	free(bak);
+	free(p);
+}
+
 TEST(t_url)
 {
 	char *u;
@@ -896,6 +1103,9 @@ main(void)
 	RUN(t_save_invalid_value);
 	RUN(t_save_readonly);
 	RUN(t_symlink);
+	RUN(t_head_keys);
+	RUN(t_backup_written);
+	RUN(t_backup_restore);
 	RUN(t_url);
 	RUN(t_free_zeroed);
 	rc = t_done();
