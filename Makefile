@@ -175,6 +175,7 @@ bench: all
 	$(PYTHON) bench/build_latency.py
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 	$(PYTHON) bench/collector_figures.py
+	$(PYTHON) bench/server_load.py
 
 .PHONY: bench
 

@@ -365,7 +365,13 @@ rc_local_clean(const char *name)
 	free(text);
 }
 
-/* The unit text (GoAgent's installSystemd / installUserSystemd). */
+/*
+ * The unit text (GoAgent's installSystemd / installUserSystemd), plus
+ * Delegate=yes: the agent then owns its cgroup subtree and puts each build
+ * in a cgroup of its own, which ends every process of the build
+ * (docs/durability.md). With KillMode=none stopping the unit still kills
+ * nothing, as with GoAgent's unit.
+ */
 static char *
 unit_text(int user, const char *workdir, const char *name)
 {
@@ -380,6 +386,7 @@ unit_text(int user, const char *workdir, const char *name)
 	    "ExecStart=%s/devopsDaemon\n"
 	    "WorkingDirectory=%s\n"
 	    "KillMode=none\n"
+	    "Delegate=yes\n"
 	    "%s"
 	    "\n"
 	    "[Install]\n"

@@ -142,7 +142,13 @@ def main() -> int:
             return 1
         agent_pid = read_pid(install, "agent")
         say(f"daemon {daemon.pid} started agent {agent_pid}; startup acknowledged")
-        ci.wait_for("requests", 1, timeout=15, path_contains="newHeartbeat")
+        ci.wait_for("requests", 1, timeout=15, path_contains="thirdPartyAgent/ask")
+        mode = "unknown"
+        log_path = os.path.join(install, "logs", "devopsAgent.log")
+        if wait(lambda: "poll mode: " in open(log_path, errors="replace").read(), 15):
+            mode = open(log_path, errors="replace").read().rsplit(
+                "poll mode: ", 1)[1].split("\n", 1)[0]
+        say(f"poll mode: {mode}")
         idle_rss = rss_kib(agent_pid)
 
         queued_at = time.time()
@@ -165,11 +171,12 @@ def main() -> int:
         print("---- figures ----")
         if started_at is not None:
             print(f"queued -> worker running: {started_at - queued_at:.2f} s "
-                  f"(the pull loop polls every 5 s)")
+                  f"(the agent asks the server every 5 s)")
         print(f"agent idle RSS: {idle_rss} KiB")
         print(f"protocol violations seen by the server: {len(ci.violations)}")
         for v in ci.violations:
             print("  violation:", v)
+        print(f"poll mode: {mode}")
         ok = report.get("success") is True and not ci.violations
         say("build SUCCEEDED" if ok else "build FAILED")
         rc = 0 if ok else 1

@@ -3,9 +3,8 @@
 Shared by the pytest fixtures (tests/integration/conftest.py) and the demo
 (tests/demo.py): the three binaries (the upgrader in tmp/), .agent.properties
 in the shape of the server's template, the worker stand-in as jdk/bin/java
-and jdk17/bin/java,
-worker-agent.jar (a text file holding the worker version), workspace/, logs/
-and an uninstall.sh stub.
+and jdk17/bin/java, worker-agent.jar (a text file holding the worker
+version), workspace/ and logs/.
 """
 
 from __future__ import annotations
@@ -103,10 +102,6 @@ def layout_install_dir(root: Path, fakeci: FakeCI, with_binaries: bool = True) -
         shutil.copy2(JAVA_STANDIN, root / jdk / "bin" / "java")
         (root / jdk / "bin" / "java").chmod(0o755)
     (root / "worker-agent.jar").write_text(WORKER_VERSION + "\n")
-    uninstall = root / "uninstall.sh"
-    uninstall.write_text("#!/bin/sh\n# test stub: records that the upgrader ran it\n"
-                         "echo \"uninstall.sh ran\" >> \"$(dirname \"$0\")/uninstall.ran\"\n")
-    uninstall.chmod(0o755)
     write_properties(root, fakeci)
     return root
 

@@ -164,7 +164,8 @@ def environ(pid):
 
 
 def unit_text(inst, name, user=False):
-    """The systemd unit GoAgent HEAD's installer writes (service_linux.go)."""
+    """The systemd unit GoAgent HEAD's installer writes (service_linux.go),
+    plus Delegate=yes (per-build cgroups under systemd)."""
     return ("[Unit]\n"
             "Description=BK-CI Agent Daemon (%(n)s)\n"
             "After=network.target\n"
@@ -175,6 +176,7 @@ def unit_text(inst, name, user=False):
             "ExecStart=%(d)s/devopsDaemon\n"
             "WorkingDirectory=%(d)s\n"
             "KillMode=none\n"
+            "Delegate=yes\n"
             "%(p)s"
             "\n"
             "[Install]\n"

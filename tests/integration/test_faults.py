@@ -283,7 +283,14 @@ def test_corrupt_properties(install_dir, fakeci, case):
 
 # ------------------------------------------------- deleted while building
 
-def test_delete_while_builds_run(install_dir, fakeci):
+def uninstall_ran(install_dir: Path) -> bool:
+    """tmp/upgrader -action=uninstall ran `devopsAgent uninstall` to its end."""
+    log = install_dir / "logs" / "devopsUpgrader.log"
+    return log.exists() and re.search(r"uninstall: devopsAgent uninstall \S*exit",
+                                      log.read_text(errors="replace")) is not None
+
+
+def test_delete_while_builds_run(install_dir, fakeci, poll_mode):
     """agentStatus DELETE arrives while two builds run: nothing new is
     claimed, both builds finish and are reported, then the agent starts
     tmp/upgrader -action=uninstall and exits 88."""
@@ -301,7 +308,7 @@ def test_delete_while_builds_run(install_dir, fakeci):
     assert late["buildId"] not in [p["data"]["buildId"] for p in fakeci.pulled
                                    if isinstance(p.get("data"), dict)]
     assert "uninstaller started" in agent.read_log()
-    assert wait_until(lambda: (install_dir / "uninstall.ran").exists(), 30)
+    assert wait_until(lambda: uninstall_ran(install_dir), 30)
     # The detached uninstaller ends by itself, and nothing else is left.
     assert wait_until(lambda: not processes_in(install_dir), 30), processes_in(install_dir)
     assert_no_violations(fakeci)
@@ -321,4 +328,4 @@ def test_delete_gives_up_finish_reports_the_server_refuses(install_dir, fakeci):
     assert all(build["buildId"] in r["body"] for r in tries)
     agent.wait_for_log(r"failed 5 times while the agent is being uninstalled")
     assert not list((install_dir / "runtime" / "builds").glob("*.json"))
-    assert wait_until(lambda: (install_dir / "uninstall.ran").exists(), 30)
+    assert wait_until(lambda: uninstall_ran(install_dir), 30)
