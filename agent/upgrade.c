@@ -82,7 +82,7 @@
 #define LOCK_RETRY_MS	100	/* total-lock busy (daemon cycle): retry */
 #define LOCK_TRIES	100	/* ... for at most 10 s */
 #define PROBE_MS	15000	/* `tmp/devopsAgent version` */
-#define BIN_MAX_BYTES	(256 * 1024 * 1024)	/* a downloaded binary, read whole */
+#define BIN_MAX_BYTES	((size_t)256 * 1024 * 1024)	/* a downloaded binary, read whole */
 #define FOREIGN_COOLDOWN_MS	(3600 * 1000)	/* no upgrade check after a refusal */
 
 enum item { IT_AGENT, IT_WORKER, IT_JDK, IT_DOCKER, IT_MAX };
