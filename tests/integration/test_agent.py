@@ -275,22 +275,29 @@ def test_worker_jar_restored_from_tmp(install_dir, fakeci):
 
 
 def test_missing_worker_jar_fails_without_starting(install_dir, fakeci):
-    """W11: GoAgent reports a failure and still starts the build."""
+    """GoAgent reports a failure and still starts the build. This agent does
+    not start it, stops claiming (the next builds stay queued) and claims
+    again once the jar is back."""
     agent = start_agent(install_dir)
     agent.wait_for_log("startup reported")
-    (install_dir / "worker-agent.jar").unlink()
+    jar = install_dir / "worker-agent.jar"
+    saved = jar.read_bytes()
+    jar.unlink()
     build = fakeci.queue_build(script="echo must not run")
     assert fakeci.wait_for("finished", 1, timeout=30)
     report = finished_for(fakeci, build["buildId"])[0]
     assert report["success"] is False
     assert report["error"]["errorCode"] == 2128042
-    time.sleep(1)
+    agent.wait_for_log("builds cannot start on this host: worker-agent.jar is missing")
+    later = fakeci.queue_build(script="echo later")
+    n = len(heartbeats(fakeci))
+    assert wait_heartbeats(fakeci, n + 3)
     assert fakeci.worker_ends == []                   # the worker never ran
     assert len(fakeci.finished) == 1
-    # The fatal condition travels in the next heartbeat, then the agent stops (88).
-    assert agent.wait(timeout=15) == 88
-    assert any((h.get("errorExitData") or {}).get("errorEnum") == "THIRD_AGENT_EXIT_NOT_WORKER"
-               for h in heartbeats(fakeci))
+    jar.write_bytes(saved)
+    assert fakeci.wait_for("finished", 2, timeout=30), agent.read_log()[-2000:]
+    assert finished_for(fakeci, later["buildId"])[0]["success"] is True
+    assert agent.running
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")

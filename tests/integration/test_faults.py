@@ -122,13 +122,18 @@ def test_mixed_fault_window(install_dir, fakeci):
               if stalls[0] < r["t"] < stalls[0] + 5]
     assert len(during) >= 2, "the status loop stopped while a heartbeat stalled"
 
-    # The rest of the window, then normal service again.
+    # The rest of the window, then normal service again. A stalled call
+    # the agent gave up on is still being served for its 10 s: a build
+    # queued meanwhile would go to that abandoned call (the claim window of
+    # a server slower than the request timeout, docs/durability.md).
     fakeci.wait_until(lambda: not fakeci.faults(), timeout=120)
     fakeci.clear_faults()
+    time.sleep(11)
     wait_heartbeats(fakeci, 3)
     build = fakeci.queue_build(script="echo after-the-storm")
     assert fakeci.wait_until(lambda: any(f["buildId"] == build["buildId"] and f["success"]
-                                         for f in fakeci.finished), timeout=60)
+                                         for f in fakeci.finished), timeout=60), \
+        agent.read_log()[-3000:]
     wait_heartbeats(fakeci, 2)
 
     assert agent.running
