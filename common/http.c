@@ -35,6 +35,7 @@ struct http_req {
 	long long	 max_bytes;	/* body cap of a download, bytes */
 	long long	 written;	/* body bytes written so far */
 	struct md5_stream *md5;
+	char		 curl_err[CURL_ERROR_SIZE];	/* libcurl's detailed text */
 	struct http_req	*next;
 };
 
@@ -346,6 +347,7 @@ req_new(const char *method, const char *path, const char *body)
 	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent);
 	curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->curl_err);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
@@ -480,8 +482,10 @@ req_finish(struct http_req *r, CURLcode rc)
 		    "abandoned", r->max_bytes);
 	}
 	if (rc != CURLE_OK) {
+		/* Ours first (cap, write), else curl's detailed text. */
 		if (r->res.error[0] == '\0')
 			snprintf(r->res.error, sizeof(r->res.error), "%s",
+			    r->curl_err[0] != '\0' ? r->curl_err :
 			    curl_easy_strerror(rc));
 		r->res.ok = 0;
 		r->res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
