@@ -242,8 +242,8 @@ is_swap_tmp(const char *name)
  * Remove what a crash left of downloads and swaps: tmp/<name>.part.<x>
  * whenever no upgrade attempt runs (so at start-up, before any download),
  * temp files of atomic writes in tmp/ and the upgrader's beside the
- * binaries once they are older than SWAP_TMP_AGE (an upgrader may still be rolling back while
- * the new agent starts). Returns the number removed.
+ * binaries once they are older than SWAP_TMP_AGE (an upgrader may still
+ * be rolling back while the new agent starts). Returns the number removed.
  */
 static int
 cleanup_download_leftovers(void)

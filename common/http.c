@@ -352,7 +352,7 @@ req_new(const char *method, const char *path, const char *body)
 	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
 	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "");
+	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	set_proxy(r->easy, url);
 	free(url);
 
@@ -501,9 +501,16 @@ req_finish(struct http_req *r, CURLcode rc)
 
 	/* Download epilogue. */
 	if (r->res.code == 304) {
-		snprintf(r->res.md5, sizeof(r->res.md5), "%s", r->etag ? r->etag : "");
+		if (r->etag == NULL) {
+			/* Nothing was offered to compare: nothing is verified. */
+			r->res.ok = 0;
+			snprintf(r->res.error, sizeof(r->res.error),
+			    "HTTP 304 although no eTag was sent; refused");
+			return;
+		}
+		snprintf(r->res.md5, sizeof(r->res.md5), "%s", r->etag);
 		/* The server compared our eTag with its md5: dest is verified. */
-		if (r->etag != NULL && verified_record(r) == -1)
+		if (verified_record(r) == -1)
 			goto write_fail;
 		return;
 	}

@@ -31,7 +31,7 @@
 
 #define HTTP_MAX_BODY		((size_t)4 * 1024 * 1024)	/* response cap, bytes */
 #define HTTP_DEFAULT_TIMEOUT_MS	5000
-#define HTTP_DL_MAX_BYTES	(256LL * 1024 * 1024)	/* download cap when none given */
+#define HTTP_DL_MAX_BYTES	(256LL * 1024 * 1024)	/* cap when none given */
 #define HTTP_DL_TOTAL_MS	(10L * 60 * 1000)	/* download time when none given */
 /* Beside every verified download: "<dest>.md5" holds its md5 (32 hex). */
 #define HTTP_VERIFIED_SUFFIX	".md5"
@@ -123,10 +123,11 @@ int http_json_sync(const char *method, const char *path, const char *body,
     struct http_result *res);
 
 /**
- * Start a file download (protocol §7.5): GET path; when etag (md5 hex of the existing dest) is non-NULL,
- * "&eTag=<etag>" is appended by the caller in path and a 304 keeps dest as
- * is. The body streams into a temp file "<dest>.part.XXXXXX" while its MD5
- * is computed; dest is replaced (rename) only when the status is 2xx, the
+ * Start a file download (protocol §7.5): GET path; when etag (md5 hex of
+ * the existing dest) is non-NULL, "&eTag=<etag>" is appended by the caller
+ * in path and a 304 keeps dest as is (a 304 to a request without etag
+ * fails). The body streams into a temp file "<dest>.part.XXXXXX" while its
+ * MD5 is computed; dest is replaced (rename) only when the status is 2xx, the
  * transfer completed, X-Checksum-Md5 was sent and matches. Unlike GoAgent,
  * an absent or empty X-Checksum-Md5 fails (res->unverified). Limits, lim
  * (borrowed, not NULL): connect timeout 10 s; abort when fewer than 1 byte/s
