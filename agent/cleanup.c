@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,56 @@ is_log(const char *name)
 	return str_ends(name, ".log");
 }
 
+/* ---- download and upgrader leftovers (a crash mid-download or mid-swap) */
+
+#define SWAP_TMP_AGE	600	/* s: an upgrader temp file lives seconds */
+
+/* A download's temp file, "<dest>.part.XXXXXX" (http.h). */
+static int
+is_part(const char *name)
+{
+	return strstr(name, ".part.") != NULL;
+}
+
+/* A temp file of fs_write_atomic/fs_copy_file: ".<name>.tmp.XXXXXX". */
+static int
+is_atomic_tmp(const char *name)
+{
+	return name[0] == '.' && strstr(name, ".tmp.") != NULL;
+}
+
+/* The upgrader's temp files beside the binaries (upgrader/upgrade.c). */
+static int
+is_swap_tmp(const char *name)
+{
+	return strcmp(name, "devopsAgent.bak.new") == 0 ||
+	    strcmp(name, "devopsDaemon.bak.new") == 0 ||
+	    str_starts(name, ".devopsAgent.tmp.") ||
+	    str_starts(name, ".devopsDaemon.tmp.");
+}
+
+/*
+ * Remove what a crash left of downloads and swaps: tmp/<name>.part.<x>
+ * whenever no upgrade attempt runs (so at start-up, before any download),
+ * temp files of atomic writes in tmp/ and the upgrader's beside the
+ * binaries once they are older than SWAP_TMP_AGE (an upgrader may still
+ * be rolling back while the new agent starts). Returns the number removed.
+ */
+static int
+cleanup_download_leftovers(void)
+{
+	int n = 0;
+
+	if (!upgrade_running())
+		n += remove_old("tmp", LLONG_MIN, is_part, 0);
+	n += remove_old("tmp", SWAP_TMP_AGE, is_atomic_tmp, 0);
+	n += remove_old(".", SWAP_TMP_AGE, is_swap_tmp, 0);
+	if (n > 0)
+		log_info("cleanup: removed %d temp file(s) of interrupted "
+		    "downloads or upgrades", n);
+	return n;
+}
+
 /* One cleanup round (§9), then again after P_CLEANUP. */
 static void
 cleanup_run(void *arg)
@@ -222,6 +273,7 @@ cleanup_run(void *arg)
 	logs += remove_old("logs", keep, is_log, 0);
 	dirs = remove_old("docker_workspace/logs", keep, NULL, 1) /* §9 item 3 */;
 	cleanup_build_tmp();
+	(void)cleanup_download_leftovers();	/* download limits */
 	tasks = pipeline_prune(keep);
 	log_info("cleanup: round done: %d dump/log file(s), %d docker log dir(s) "
 	    "and %d pipeline task dir(s) older than %d h removed", logs, dirs,

@@ -15,6 +15,7 @@
 #include "json.h"
 #include "log.h"
 #include "util.h"
+#include "validate.h"
 
 /* The heartbeat body (agent.h). */
 cJSON *
@@ -107,61 +108,91 @@ fail:
 	return -1;
 }
 
-/* Replace *field with value when value is non-empty and differs. */
+/*
+ * Replace *field with value when value is non-empty, differs and passes
+ * check (NULL = none); a value that fails is logged with the key name and
+ * the running value stays. Returns 1 when *field changed.
+ */
 static int
-adopt_str(char **field, const char *value)
+adopt_str(char **field, const char *value, const char *key,
+    int (*check)(const char *, char *, size_t))
 {
+	char why[160];
+
 	if (value == NULL || *value == '\0' ||
 	    (*field != NULL && strcmp(*field, value) == 0))
 		return 0;
+	if (check != NULL && check(value, why, sizeof(why)) == -1) {
+		log_warnx("heartbeat: refusing %s from the server (%s); keeping "
+		    "%s", key, why, *field != NULL && **field != '\0' ? *field :
+		    "the current value");
+		return 0;
+	}
 	free(*field);
 	*field = xstrdup(value);
 	return 1;
 }
 
 /*
- * Apply a parsed heartbeat response (§5.4 step 5). A missing, zero or
- * negative count is ignored: GoAgent turns it into "unlimited" (W9).
+ * A count of the answer: 1 when it is within lo..hi and differs from *cur
+ * (then *cur takes it); a value out of range is logged and ignored. A
+ * zero or negative count means "unlimited" to GoAgent (W9); we keep ours.
+ */
+static int
+adopt_count(int *cur, int has, int value, int hi, const char *key)
+{
+	char why[96];
+
+	if (!has || value == *cur)
+		return 0;
+	if (validate_range(value, 1, hi, why, sizeof(why)) == -1) {
+		log_warnx("heartbeat: ignoring %s %d (%s; keeping %d)", key,
+		    value, why, *cur);
+		return 0;
+	}
+	log_info("heartbeat: %s %d -> %d", key, *cur, value);
+	*cur = value;
+	return 1;
+}
+
+/*
+ * Apply a parsed heartbeat response (§5.4 step 5). Every value is checked
+ * (validate.h) before it is kept in memory and in .agent.properties; one
+ * that fails is logged and the running value stays.
  */
 static void
 heartbeat_apply(struct hb_response *r)
 {
 	int changed = 0, ip_changed = 0;
+	char why[160];
 
-	if (r->has_parallel && r->parallel > 0 &&
-	    r->parallel != A.cfg.parallel_task_count) {
-		log_info("heartbeat: parallelTaskCount %d -> %d",
-		    A.cfg.parallel_task_count, r->parallel);
-		A.cfg.parallel_task_count = r->parallel;
+	if (adopt_count(&A.cfg.parallel_task_count, r->has_parallel,
+	    r->parallel, VALIDATE_PARALLEL_MAX, "parallelTaskCount")) {
 		changed = 1;
 		poll_kick();
-	} else if (r->has_parallel && r->parallel <= 0 &&
-	    r->parallel != A.cfg.parallel_task_count) {
-		log_warnx("heartbeat: ignoring parallelTaskCount %d (keeping %d)",
-		    r->parallel, A.cfg.parallel_task_count);
 	}
-	if (r->has_docker_parallel && r->docker_parallel > 0 &&
-	    r->docker_parallel != A.cfg.docker_parallel_task_count) {
-		A.cfg.docker_parallel_task_count = r->docker_parallel;
+	if (adopt_count(&A.cfg.docker_parallel_task_count,
+	    r->has_docker_parallel, r->docker_parallel, VALIDATE_PARALLEL_MAX,
+	    "dockerParallelTaskCount"))
 		changed = 1;
-	}
-	if (adopt_str(&A.cfg.gateway, r->gateway)) {
+	if (adopt_str(&A.cfg.gateway, r->gateway, "gateway", validate_gateway)) {
 		log_info("heartbeat: gateway -> %s", A.cfg.gateway);
 		http_set_gateway(A.cfg.gateway);
 		changed = ip_changed = 1;
 	}
-	if (adopt_str(&A.cfg.file_gateway, r->file_gateway)) {
+	if (adopt_str(&A.cfg.file_gateway, r->file_gateway, "fileGateway",
+	    validate_gateway)) {
 		log_info("heartbeat: fileGateway -> %s", A.cfg.file_gateway);
 		changed = 1;
 	}
-	if (r->has_keep_hours && r->keep_hours > 0 &&
-	    r->keep_hours != A.cfg.logs_keep_hours) {
-		A.cfg.logs_keep_hours = r->keep_hours;
+	if (adopt_count(&A.cfg.logs_keep_hours, r->has_keep_hours,
+	    r->keep_hours, VALIDATE_KEEP_HOURS_MAX, "props.keepLogsHours"))
 		changed = 1;
-	}
-	if (adopt_str(&A.cfg.ignore_local_ips, r->ignore_local_ips))
+	if (adopt_str(&A.cfg.ignore_local_ips, r->ignore_local_ips,
+	    "props.ignoreLocalIps", validate_ip_list))
 		changed = ip_changed = 1;
-	if (adopt_str(&A.cfg.language, r->language))
+	if (adopt_str(&A.cfg.language, r->language, "language",
+	    validate_language))
 		changed = 1;
 	/* HEAD: props.enablePipeline turns the pipeline part on or off. */
 	if (r->has_enable_pipeline && r->enable_pipeline != A.cfg.pipeline_enable) {
@@ -171,6 +202,13 @@ heartbeat_apply(struct hb_response *r)
 		changed = 1;
 		if (A.cfg.pipeline_enable)
 			pipeline_start();
+	}
+	if (r->envs != NULL && validate_envs(r->envs, why, sizeof(why)) == -1) {
+		/* The whole map is refused: a partial one would be a guess. */
+		log_warnx("heartbeat: refusing envs from the server (%s); keeping "
+		    "the current ones", why);
+		cJSON_Delete(r->envs);
+		r->envs = NULL;
 	}
 	if (host_proxy_from_envs(r->envs))
 		changed = 1;

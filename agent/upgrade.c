@@ -11,8 +11,11 @@
  *             refusal (a build arrived with it) -> DELETE success=false
  *   DOWNLOAD  each asked file into tmp/ (eTag = md5 of the previous download,
  *             304 keeps it); md5 streamed, file renamed into place only when
- *             X-Checksum-Md5 matches; connect timeout + low-speed abort, so a
- *             stall fails within 60 s. No lock is held: builds go on.
+ *             X-Checksum-Md5 is sent and matches (tmp/<file>.md5 records
+ *             it for the upgrader); connect timeout + low-speed abort, so a
+ *             stall fails within 60 s; a size cap and a total time per item
+ *             (dl_caps). A failed write (full disk) only fails the attempt.
+ *             No lock is held: builds go on.
  *   DECIDE    what really differs from what is installed
  *   UNPACK    (JDK 17 only) tmp/jdk17.zip -> jdk17/ (or jdk17-<unix-seconds>/
  *             when jdk17/ exists) in a forked child (libarchive, archive.h);
@@ -77,6 +80,7 @@
 #define JDK_MAX_BYTES	(4ULL << 30)		/* unpacked JDK cap */
 
 #define STALL_ENV	"DEVOPS_AGENT_STALL_SEC"
+#define DL_SEC_ENV	"DEVOPS_AGENT_DOWNLOAD_MAX_SEC"	/* test knob: total time */
 #define STALL_SEC	30	/* + 10 s connect timeout: a stall fails < 60 s */
 #define STALL_SEC_FAST	5
 #define LOCK_RETRY_MS	100	/* total-lock busy (daemon cycle): retry */
@@ -88,6 +92,22 @@
 enum item { IT_AGENT, IT_WORKER, IT_JDK, IT_DOCKER, IT_MAX };
 
 static const char *item_names[IT_MAX] = { "agent", "worker", "jdk", "dockerInitFile" };
+
+/*
+ * Download limits per item (docs/upgrader.md "Download limits"): size cap
+ * in bytes, whole-transfer time in seconds. Each is several times what the
+ * real file needs (binaries ~20 MB, worker jar ~100 MB, JDK zip ~200 MB,
+ * script a few kB) on a slow (1 MB/s) line.
+ */
+static const struct {
+	long long	 max_bytes;
+	long		 max_sec;
+} dl_caps[IT_MAX] = {
+	[IT_AGENT] = { 256LL << 20, 10 * 60 },
+	[IT_WORKER] = { 512LL << 20, 20 * 60 },
+	[IT_JDK] = { 1LL << 30, 30 * 60 },
+	[IT_DOCKER] = { 1LL << 20, 60 },
+};
 
 /* One file to fetch. */
 struct fetch {
@@ -134,6 +154,20 @@ stall_sec(void)
 	if (v != NULL && str_to_ll(v, &n) == 0 && n > 0 && n <= 600)
 		return (int)n;
 	return A.fast ? STALL_SEC_FAST : STALL_SEC;
+}
+
+/* The limits of one item's download; DL_SEC_ENV (1..3600) shortens time. */
+static void
+dl_limits(enum item it, struct http_dl_limits *lim)
+{
+	const char *v = getenv(DL_SEC_ENV);
+	long long n;
+
+	lim->max_bytes = dl_caps[it].max_bytes;
+	lim->total_ms = dl_caps[it].max_sec * 1000;
+	lim->stall_sec = stall_sec();
+	if (v != NULL && str_to_ll(v, &n) == 0 && n > 0 && n <= 3600)
+		lim->total_ms = (long)n * 1000;
 }
 
 /* Server file name suffix of the binaries (§7.2): _linux[_arm64|_mips64]. */
@@ -484,8 +518,15 @@ fetch_done(struct http_result *r, void *arg)
 		log_warnx("upgrade: download %s failed: %s%s", f->file,
 		    r->error[0] ? r->error : "no response",
 		    r->ok ? "" : "; the installed files are untouched");
+		/*
+		 * A disk our own download filled is no reason to leave: the
+		 * partial file is gone already, the attempt reports failure,
+		 * and the next upgrade offer tries again.
+		 */
 		if (r->write_errno != 0)
-			agent_check_io_error(r->write_errno, f->dest);
+			log_warnx("upgrade: writing %s failed (%s); download "
+			    "dropped, to be tried again at the next upgrade "
+			    "offer", f->dest, strerror(r->write_errno));
 		U.failed[f->item] = 1;
 	}
 	if (f->item == IT_JDK && !U.failed[IT_JDK])
@@ -499,6 +540,7 @@ static void
 fetch_next(void)
 {
 	char hex[MD5_HEX_LEN], *path;
+	struct http_dl_limits lim;
 	struct fetch *f;
 
 	for (; U.cur < U.nfetch; U.cur++) {
@@ -517,7 +559,8 @@ fetch_next(void)
 		path = xasprintf("%s?file=%s&eTag=%s", EP_DOWNLOAD, f->file, hex);
 	else
 		path = xasprintf("%s?file=%s", EP_DOWNLOAD, f->file);
-	if (http_download(path, f->dest, hex[0] ? hex : NULL, stall_sec(),
+	dl_limits(f->item, &lim);
+	if (http_download(path, f->dest, hex[0] ? hex : NULL, &lim,
 	    fetch_done, NULL) == -1) {
 		log_warnx("upgrade: cannot start the download of %s", f->file);
 		U.failed[f->item] = 1;

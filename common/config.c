@@ -32,6 +32,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "util.h"
+#include "validate.h"
 
 /* iniparser 4.1 reads lines with fgets() into char[ASCIILINESZ + 1] (1024). */
 #define INI_LINE_MAX	CONFIG_LINE_MAX
@@ -201,28 +202,11 @@ poll_mode_valid(const char *s)
 	    strcmp(s, "legacy") == 0;
 }
 
-/* Well-formed language tag (zh_CN, en-US, zh-Hans-CN): alpha 2-8, then alnum 1-8. */
+/* Well-formed language tag (zh_CN, en-US, zh-Hans-CN): validate.h. */
 static int
 lang_valid(const char *s)
 {
-	size_t n = 0;
-	int first = 1;
-
-	for (;; s++) {
-		if (*s == '\0' || *s == '-' || *s == '_') {
-			if (n == 0 || n > 8 || (first && n < 2))
-				return 0;
-			if (*s == '\0')
-				return 1;
-			first = 0;
-			n = 0;
-			continue;
-		}
-		if (first ? !isalpha((unsigned char)*s) :
-		    !isalnum((unsigned char)*s))
-			return 0;
-		n++;
-	}
+	return validate_language(s, NULL, 0) == 0;
 }
 
 /* Boolean as gopkg.in/ini.v1 parses it: 1, 0 or -1 when not a boolean. */

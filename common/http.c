@@ -32,7 +32,10 @@ struct http_req {
 	char		*tmp;		/* temp path */
 	char		*dest;		/* final path */
 	char		*etag;		/* md5 of dest sent as eTag, or NULL */
+	long long	 max_bytes;	/* body cap of a download, bytes */
+	long long	 written;	/* body bytes written so far */
 	struct md5_stream *md5;
+	char		 curl_err[CURL_ERROR_SIZE];	/* libcurl's detailed text */
 	struct http_req	*next;
 };
 
@@ -214,6 +217,14 @@ write_file(char *ptr, size_t size, size_t nmemb, void *arg)
 		/* Error page: keep a bounded copy for the log, not the file. */
 		return write_body(ptr, size, nmemb, arg) == n ? n : 0;
 	}
+	/* The cap holds with or without Content-Length (an endless body). */
+	if (r->written + (long long)n > r->max_bytes) {
+		r->res.too_large = 1;
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "body larger than the %lld-byte cap of this file; abandoned",
+		    r->max_bytes);
+		return 0;
+	}
 	while (done < n) {
 		ssize_t w = write(r->fd, ptr + done, n - done);
 		if (w == -1) {
@@ -226,6 +237,7 @@ write_file(char *ptr, size_t size, size_t nmemb, void *arg)
 		}
 		done += (size_t)w;
 	}
+	r->written += (long long)n;
 	md5_stream_update(r->md5, ptr, n);
 	return n;
 }
@@ -324,11 +336,18 @@ req_new(const char *method, const char *path, const char *body)
 		fatalx("http: curl_easy_init failed");
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
 	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_MAXREDIRS, 10L);
+	/*
+	 * No redirects (docs/security.md): libcurl would resend our custom
+	 * auth headers to any Location, so a 3xx ends the request instead
+	 * (req_finish). POSTREDIR is moot then; set so that a later change to
+	 * FOLLOWLOCATION could never turn a POST into a GET.
+	 */
+	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(r->easy, CURLOPT_POSTREDIR, (long)CURL_REDIR_POST_ALL);
 	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent);
 	curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->curl_err);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
@@ -376,12 +395,15 @@ json_req_new(const char *method, const char *path, const char *body)
 	return r;
 }
 
-/* A download: temp file beside dest, streaming MD5, stall abort. */
+/* A download: temp file beside dest, streaming MD5, size/time caps. */
 static struct http_req *
 download_req_new(const char *path, const char *dest, const char *etag,
-    int stall_sec)
+    const struct http_dl_limits *lim)
 {
 	struct http_req *r = req_new("GET", path, NULL);
+	int stall_sec = lim->stall_sec > 0 ? lim->stall_sec : 30;
+
+	r->max_bytes = lim->max_bytes > 0 ? lim->max_bytes : HTTP_DL_MAX_BYTES;
 	r->dest = xstrdup(dest);
 	r->etag = etag != NULL ? xstrdup(etag) : NULL;
 	r->tmp = xasprintf("%s.part.XXXXXX", dest);
@@ -399,9 +421,49 @@ download_req_new(const char *path, const char *dest, const char *etag,
 	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_file);
 	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_LOW_SPEED_TIME,
-	    (long)(stall_sec > 0 ? stall_sec : 30));
+	curl_easy_setopt(r->easy, CURLOPT_LOW_SPEED_TIME, (long)stall_sec);
+	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS,
+	    lim->total_ms > 0 ? lim->total_ms : HTTP_DL_TOTAL_MS);
+	curl_easy_setopt(r->easy, CURLOPT_MAXFILESIZE_LARGE,
+	    (curl_off_t)r->max_bytes);
 	return r;
+}
+
+/*
+ * A 3xx answer: the request fails, loudly. The Location is logged with its
+ * control bytes and blanks replaced, at most 200 bytes of it.
+ */
+static void
+redirect_refuse(struct http_req *r)
+{
+	char *loc = NULL, *url = NULL, shown[201];
+	size_t i;
+
+	curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_URL, &loc);
+	curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+	for (i = 0; loc != NULL && loc[i] != '\0' && i < sizeof(shown) - 1; i++)
+		shown[i] = loc[i] > 0x20 && loc[i] < 0x7f ? loc[i] : '?';
+	shown[i] = '\0';
+	r->res.ok = 0;
+	r->res.redirected = 1;
+	snprintf(r->res.error, sizeof(r->res.error),
+	    "redirect refused: HTTP %ld to %s (no redirect is followed)",
+	    r->res.code, i > 0 ? shown : "(no Location)");
+	log_warnx("http: %s answered HTTP %ld, a redirect to %s; refused: "
+	    "requests never follow redirects, so the agent's secret stays with "
+	    "the gateway", url != NULL ? url : "?", r->res.code,
+	    i > 0 ? shown : "(no Location)");
+}
+
+/* Write "<dest>.md5" (HTTP_VERIFIED_SUFFIX) holding res.md5. 0 or -1. */
+static int
+verified_record(struct http_req *r)
+{
+	char *path = xasprintf("%s" HTTP_VERIFIED_SUFFIX, r->dest);
+	int rc = fs_write_atomic(path, r->res.md5, strlen(r->res.md5), 0644);
+
+	free(path);
+	return rc;
 }
 
 /* Turn curl's outcome into r->res; for downloads, verify and rename. */
@@ -413,21 +475,43 @@ req_finish(struct http_req *r, CURLcode rc)
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->res.code);
 	curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &t);
 	r->res.elapsed_ms = (long long)(t * 1000);
+	if (rc == CURLE_FILESIZE_EXCEEDED) {
+		r->res.too_large = 1;
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "Content-Length above the %lld-byte cap of this file; "
+		    "abandoned", r->max_bytes);
+	}
 	if (rc != CURLE_OK) {
+		/* Ours first (cap, write), else curl's detailed text. */
 		if (r->res.error[0] == '\0')
 			snprintf(r->res.error, sizeof(r->res.error), "%s",
+			    r->curl_err[0] != '\0' ? r->curl_err :
 			    curl_easy_strerror(rc));
 		r->res.ok = 0;
 		r->res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
 		return;
 	}
 	r->res.ok = 1;
+	if (r->res.code >= 300 && r->res.code < 400 && r->res.code != 304) {
+		redirect_refuse(r);
+		return;
+	}
 	if (r->dest == NULL)
 		return;
 
 	/* Download epilogue. */
 	if (r->res.code == 304) {
-		snprintf(r->res.md5, sizeof(r->res.md5), "%s", r->etag ? r->etag : "");
+		if (r->etag == NULL) {
+			/* Nothing was offered to compare: nothing is verified. */
+			r->res.ok = 0;
+			snprintf(r->res.error, sizeof(r->res.error),
+			    "HTTP 304 although no eTag was sent; refused");
+			return;
+		}
+		snprintf(r->res.md5, sizeof(r->res.md5), "%s", r->etag);
+		/* The server compared our eTag with its md5: dest is verified. */
+		if (verified_record(r) == -1)
+			goto write_fail;
 		return;
 	}
 	if (r->res.code < 200 || r->res.code >= 300) {
@@ -438,8 +522,16 @@ req_finish(struct http_req *r, CURLcode rc)
 	}
 	md5_stream_final(r->md5, r->res.md5);
 	r->md5 = NULL;
-	if (r->res.md5_header[0] != '\0' &&
-	    strcmp(r->res.md5_header, r->res.md5) != 0) {
+	if (r->res.md5_header[0] == '\0') {
+		/* Nothing to check the file against: never used unverified. */
+		r->res.ok = 0;
+		r->res.unverified = 1;
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "no X-Checksum-Md5 header: the file cannot be verified; "
+		    "refused");
+		return;
+	}
+	if (strcmp(r->res.md5_header, r->res.md5) != 0) {
 		r->res.ok = 0;
 		snprintf(r->res.error, sizeof(r->res.error),
 		    "md5 mismatch: got %s, server says %s", r->res.md5,
@@ -455,6 +547,8 @@ req_finish(struct http_req *r, CURLcode rc)
 		goto write_fail;
 	free(r->tmp);
 	r->tmp = NULL;
+	if (verified_record(r) == -1)
+		goto write_fail;
 	return;
 write_fail:
 	r->res.ok = 0;
@@ -533,9 +627,9 @@ http_json_sync(const char *method, const char *path, const char *body,
 /* Start an asynchronous download. */
 int
 http_download(const char *path, const char *dest, const char *etag,
-    int stall_sec, http_cb cb, void *arg)
+    const struct http_dl_limits *lim, http_cb cb, void *arg)
 {
-	struct http_req *r = download_req_new(path, dest, etag, stall_sec);
+	struct http_req *r = download_req_new(path, dest, etag, lim);
 
 	return r == NULL ? -1 : req_submit(r, cb, arg);
 }
@@ -543,9 +637,9 @@ http_download(const char *path, const char *dest, const char *etag,
 /* Run a download to the end (upgrader, tests). */
 int
 http_download_sync(const char *path, const char *dest, const char *etag,
-    int stall_sec, struct http_result *res)
+    const struct http_dl_limits *lim, struct http_result *res)
 {
-	struct http_req *r = download_req_new(path, dest, etag, stall_sec);
+	struct http_req *r = download_req_new(path, dest, etag, lim);
 
 	if (r == NULL) {
 		memset(res, 0, sizeof(*res));

@@ -15,6 +15,11 @@
  * drives (http_fds/http_dispatch, see ev.h), or synchronously with the
  * *_sync variants (upgrader, tests). The HTTP status code of JSON calls is not
  * interpreted here: callers decode the body as an envelope (json.h).
+ *
+ * Redirects are never followed, for any request: libcurl would send the auth
+ * headers (custom headers) to whatever Location names. A 3xx answer other
+ * than 304 fails the request (res->ok 0, res->redirected 1) with a log line
+ * naming the Location (docs/security.md).
  */
 #ifndef HTTP_H
 #define HTTP_H
@@ -26,6 +31,17 @@
 
 #define HTTP_MAX_BODY		((size_t)4 * 1024 * 1024)	/* response cap, bytes */
 #define HTTP_DEFAULT_TIMEOUT_MS	5000
+#define HTTP_DL_MAX_BYTES	(256LL * 1024 * 1024)	/* cap when none given */
+#define HTTP_DL_TOTAL_MS	(10L * 60 * 1000)	/* download time when none given */
+/* Beside every verified download: "<dest>.md5" holds its md5 (32 hex). */
+#define HTTP_VERIFIED_SUFFIX	".md5"
+
+/* Limits of one download (http_download). */
+struct http_dl_limits {
+	long long	 max_bytes;	/* body cap, bytes; <= 0 -> HTTP_DL_MAX_BYTES */
+	long		 total_ms;	/* whole transfer, ms; <= 0 -> HTTP_DL_TOTAL_MS */
+	int		 stall_sec;	/* < 1 byte/s this long aborts; <= 0 -> 30 */
+};
 
 struct http_settings {
 	const char	*project_id;	/* borrowed for the client's lifetime */
@@ -47,6 +63,9 @@ struct http_result {
 	char	 md5_header[MD5_HEX_LEN];	/* X-Checksum-Md5, "" if absent */
 	char	 md5[MD5_HEX_LEN];	/* downloads: md5 of the file now at dest */
 	int	 write_errno;	/* downloads: errno of a failed local write (ENOSPC...) */
+	int	 too_large;	/* downloads: the body passed max_bytes */
+	int	 unverified;	/* downloads: 2xx without X-Checksum-Md5 */
+	int	 redirected;	/* a 3xx (not 304) answer: refused, never followed */
 	long long elapsed_ms;	/* total transfer time */
 };
 
@@ -106,20 +125,29 @@ int http_json_sync(const char *method, const char *path, const char *body,
 /**
  * Start a file download (protocol §7.5): GET path; when etag (md5 hex of
  * the existing dest) is non-NULL, "&eTag=<etag>" is appended by the caller
- * in path and a 304 keeps dest as is. The body streams into a temp file next
- * to dest while its MD5 is computed; dest is replaced (rename) only when the
- * status is 2xx, the transfer completed, and X-Checksum-Md5 (if sent)
- * matches. A stalled transfer fails: connect timeout 10 s, abort when fewer
- * than 1 byte/s arrive for stall_sec seconds (<= 0 -> 30).
+ * in path and a 304 keeps dest as is (a 304 to a request without etag
+ * fails). The body streams into a temp file "<dest>.part.XXXXXX" while its
+ * MD5 is computed; dest is replaced (rename) only when the status is 2xx, the
+ * transfer completed, X-Checksum-Md5 was sent and matches. Unlike GoAgent,
+ * an absent or empty X-Checksum-Md5 fails (res->unverified). Limits, lim
+ * (borrowed, not NULL): connect timeout 10 s; abort when fewer than 1 byte/s
+ * arrive for lim->stall_sec s; abort after lim->total_ms ms in all
+ * (res->timed_out); abort once the body passes lim->max_bytes, whether or
+ * not a Content-Length announced it (res->too_large). Every failure removes
+ * the temp file; a failed local write sets res->write_errno (ENOSPC...).
+ * A verified dest (2xx with a matching checksum, or 304 to our eTag) gets
+ * the record "<dest>" HTTP_VERIFIED_SUFFIX holding its md5, for a later
+ * user of the file (the upgrader) to check it against; failing to write it
+ * fails the download.
  * Result: res->ok && (code 2xx or 304) means dest holds the file whose md5 is
  * res->md5; anything else leaves dest untouched.
  */
 int http_download(const char *path, const char *dest, const char *etag,
-    int stall_sec, http_cb cb, void *arg);
+    const struct http_dl_limits *lim, http_cb cb, void *arg);
 
 /** Blocking variant of http_download; fills *res. 0 on success, else -1. */
 int http_download_sync(const char *path, const char *dest, const char *etag,
-    int stall_sec, struct http_result *res);
+    const struct http_dl_limits *lim, struct http_result *res);
 
 /**
  * Parse one response header line as libcurl passes it to the header
@@ -127,7 +155,8 @@ int http_download_sync(const char *path, const char *dest, const char *etag,
  * download checksum X-Checksum-Md5 (protocol §7.5; bk-ci
  * upgrade/files/download). Returns 0 when it is another header (out
  * untouched); 1 when it is that header: out is its 32 hex digits in lower
- * case, "" for an empty value (no checksum, as in GoAgent), or, when the
+ * case, "" for an empty value (no checksum: the download then fails as
+ * unverified, unlike GoAgent), or, when the
  * value is anything else, '!' plus at most 31 printable bytes of it, which
  * never equals an md5, so the download fails.
  */

@@ -4,7 +4,9 @@
  * exactly one FinishUpgrade (agent-behaviour §7.5, W7; docs/upgrader.md).
  *
  *   [holding total-lock: no daemon can start an agent meanwhile]
- *   1. compare tmp/<bin> with <bin> (md5)
+ *   1. compare tmp/<bin> with <bin> (md5); a changed tmp/<bin> must match
+ *      its download record tmp/<bin>.md5 (http.h), else nothing is touched
+ *      and the attempt is reported failed
  *   2. stop the daemon (if it changes), then the agent: verified pid,
  *      SIGTERM, wait until its lock is free
  *   3. swap by rename: <bin> -> <bin>.bak (hard link), tmp/<bin> -> <bin>
@@ -224,6 +226,34 @@ fail(const char *workdir, int *total)
 	return 1;
 }
 
+/*
+ * 1 when src carries the agent's download record (src HTTP_VERIFIED_SUFFIX,
+ * written only after X-Checksum-Md5 matched) and its content still has
+ * that md5; else logged and 0: a file nobody verified is never installed.
+ */
+static int
+verified(const char *src)
+{
+	char *rec = xasprintf("%s" HTTP_VERIFIED_SUFFIX, src), *text = NULL;
+	char hex[MD5_HEX_LEN];
+	int ok = 0;
+
+	if (fs_read_file(rec, 64, &text, NULL) == -1)
+		log_error("%s: no download record %s (%s): the file was never "
+		    "verified against the server's X-Checksum-Md5; refusing it",
+		    src, rec, strerror(errno));
+	else if (md5_file(src, hex) == -1)
+		log_error("%s: cannot compute its md5: %s", src, strerror(errno));
+	else if (strcmp(str_trim(text), hex) != 0)
+		log_error("%s: md5 %s differs from the verified download (%s); "
+		    "refusing it", src, hex, str_trim(text));
+	else
+		ok = 1;
+	free(text);
+	free(rec);
+	return ok;
+}
+
 /* The whole -action=upgrade flow of the header comment, steps 1-6. */
 int
 upgrade_run(const char *workdir, int total_fd)
@@ -248,6 +278,12 @@ upgrade_run(const char *workdir, int total_fd)
 			(void)daemon_start(workdir);
 		(void)fail(workdir, &total);
 		return 0;
+	}
+	if ((sw[0].changed && !verified(AGENT_NEW)) ||
+	    (sw[1].changed && !verified(DAEMON_NEW))) {
+		if (instance_running(&INST_DAEMON) != 1)
+			(void)daemon_start(workdir);
+		return fail(workdir, &total);
 	}
 	p = pidfile_read("agent");
 	old_pid = p > 0 ? (pid_t)p : -1;

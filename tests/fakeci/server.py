@@ -40,7 +40,7 @@ AGENT_STATUSES = ("UN_IMPORT", "UN_IMPORT_OK", "IMPORT_OK", "IMPORT_EXCEPTION", 
 BUILD_TYPES = ("ALL", "DOCKER", "BINARY")
 UPGRADE_ITEMS = ("agent", "worker", "jdk", "dockerInitFile")
 FAULT_MODES = ("500", "html", "garbage", "truncated", "wrongtype", "huge",
-               "close", "stall", "down", "json")
+               "close", "stall", "down", "json", "redirect")
 # Things /admin/wait and FakeCI.wait_for can count.
 COUNTABLE = ("requests", "finished", "violations", "pipeline_updates",
              "upgrade_finishes", "logs", "metrix", "worker_ends", "pulled", "rate_limited")
@@ -52,6 +52,7 @@ PRE_ASK_404 = {"status": 404, "message": "资源不存在", "data": "HTTP 404 No
 
 MAX_BODY = 64 * 1024 * 1024
 HUGE_BODY_BYTES = 20 * 1024 * 1024
+ENDLESS_BOUND = 64 * 1024 * 1024    # add_file(endless=True) stops after this much
 
 
 # --------------------------------------------------------------------------
@@ -258,6 +259,9 @@ class Reply:
     close: bool = False             # close the connection without any response
     send_bytes: int | None = None   # send only this many body bytes, then close
     stall: float = 0.0              # with send_bytes: hang this long before closing
+    stream: object = None           # callable(stop_event) -> iterator of body chunks;
+                                    # sent as they come, then the connection closes
+    length: bool = True             # with stream: send Content-Length: len(body)
 
     @classmethod
     def json(cls, obj, code: int = 200) -> "Reply":
@@ -278,6 +282,8 @@ class Fault:
     variant: str | None = None      # "truncated": honest|close; "wrongtype": data|status
     body: object = None             # "json": the JSON value to answer with
     raw: str | None = None          # "json": raw text to answer with instead
+    location: str | None = None     # "redirect": the Location header
+    code: int = 307                 # "redirect": the status
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -513,17 +519,27 @@ class FakeCI:
             return dict(self._upgrade)
 
     def add_file(self, name: str, content: bytes, md5: str | None = None,
-                 stall: float | None = None, truncate: bool = False) -> dict:
+                 stall: float | None = None, truncate: bool = False, endless: bool = False,
+                 trickle: float | None = None, redirect: str | None = None,
+                 redirect_code: int = 302) -> dict:
         """Register a downloadable file under its server name.
 
         md5: X-Checksum-Md5 value to send instead of the real one ("" = omit).
         stall: send headers and half the body, hang this many seconds, close.
         truncate: advertise the full Content-Length, send half, close.
+        endless: no Content-Length, the content repeated until the client
+          hangs up (or the server stops, or 64 MiB were sent: a client
+          without a cap must not fill the test machine's disk).
+        trickle: the full Content-Length, then the body at this many bytes a
+          second.
+        redirect: answer redirect_code with this Location instead of the file.
         """
         real = hashlib.md5(content).hexdigest()
         with self._cond:
             self._files[name] = {"content": bytes(content), "md5": real, "md5_header": md5,
-                                 "stall": stall, "truncate": bool(truncate)}
+                                 "stall": stall, "truncate": bool(truncate),
+                                 "endless": bool(endless), "trickle": trickle,
+                                 "redirect": redirect, "redirect_code": int(redirect_code)}
         return {"name": name, "md5": real, "size": len(content)}
 
     def remove_file(self, name: str) -> None:
@@ -973,6 +989,9 @@ class FakeCI:
             spec = self._files.get(name)
         if deleted or spec is None:
             return Reply(code=404, content_type=None)
+        if spec.get("redirect"):
+            return Reply(code=spec["redirect_code"], content_type=None,
+                         headers={"Location": spec["redirect"]})
         if ctx.query.get("eTag") == spec["md5"]:
             return Reply(code=304, content_type=None)
         headers = {"Content-Disposition": f"attachment; filename = {os.path.basename(name)}"}
@@ -985,6 +1004,24 @@ class FakeCI:
         if spec["stall"] is not None or spec["truncate"]:
             reply.send_bytes = len(content) // 2
             reply.stall = float(spec["stall"] or 0)
+        if spec.get("endless"):
+            block = (content or b"x") * max(1, 65536 // max(1, len(content)))
+
+            def forever(stop):
+                sent = 0        # bounded all the same: the test machine's disk
+                while not stop.is_set() and sent < ENDLESS_BOUND:
+                    sent += len(block)
+                    yield block
+            reply.stream, reply.length = forever, False
+        elif spec.get("trickle"):
+            interval = 1.0 / float(spec["trickle"])
+
+            def slowly(stop):
+                for i in range(len(content)):
+                    if stop.wait(interval):
+                        return
+                    yield content[i:i + 1]
+            reply.stream = slowly
         return reply
 
     def _ep_upgrade_finish(self, ctx: "_Call") -> Reply:
@@ -1211,6 +1248,9 @@ class FakeCI:
             if fault.raw is not None:
                 return Reply(body=fault.raw.encode())
             return Reply.json(fault.body)
+        if mode == "redirect":
+            return Reply(code=fault.code, body=b"", content_type=None,
+                         headers={"Location": fault.location or "/"})
         raise AssertionError(mode)
 
     @staticmethod
@@ -1277,7 +1317,10 @@ class FakeCI:
         else:
             raise ValueError("give content_b64 or text")
         return self.add_file(p["name"], content, md5=p.get("md5"), stall=p.get("stall"),
-                             truncate=p.get("truncate", False))
+                             truncate=p.get("truncate", False),
+                             endless=p.get("endless", False), trickle=p.get("trickle"),
+                             redirect=p.get("redirect"),
+                             redirect_code=p.get("redirect_code", 302))
 
     def _admin_add_faults(self, _query: dict, p) -> list:
         for rule in (p if isinstance(p, list) else [p]):
@@ -1522,6 +1565,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Type", reply.content_type)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
+            if reply.stream is not None:
+                self._send_stream(reply)
+                return
             if reply.code not in (204, 304):
                 self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
@@ -1534,6 +1580,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._drop()
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
+
+    def _send_stream(self, reply: Reply) -> None:
+        """Headers, then reply.stream's chunks as they come; then close."""
+        if reply.length:
+            self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        for chunk in reply.stream(self.server.fakeci._stopping):
+            self.wfile.write(chunk)
+            self.wfile.flush()
+        self._drop()
 
     def _drop(self) -> None:
         self.close_connection = True
