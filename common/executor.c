@@ -73,6 +73,10 @@ struct task {
 	unsigned long long proc_start;	/* proc_start_time(pid) */
 	int64_t		 start_ms;	/* wall clock */
 	int		 out_fd;	/* pipe read end; -1 after EOF */
+	int		 err_fd;	/* stderr pipe when split; -1 otherwise/after EOF */
+	exec_output_fn	 out_fn;	/* live output hook, or NULL */
+	void		*out_arg;
+	int		 killed;	/* exec_kill */
 	int		 log_fd;	/* output.log; -1 when not writable */
 	char		 ring[EXEC_TAIL_MAX];
 	size_t		 ring_head, ring_len;
@@ -96,6 +100,7 @@ struct task {
 
 struct executor {
 	char		*ws;		/* real path */
+	char		*td;		/* real path of the task dirs' parent */
 	char		*allowlist;	/* NULL = no integrity check */
 	int64_t		 grace_ms;
 	struct task	*tasks;
@@ -116,6 +121,8 @@ exec_status_name(enum exec_status s)
 		return "FAILURE";
 	case EXEC_TIMEOUT:
 		return "TIMEOUT";
+	case EXEC_KILLED:
+		return "KILLED";
 	default:
 		return "RUNNING";
 	}
@@ -126,7 +133,7 @@ static int
 status_parse(const char *s)
 {
 	static const enum exec_status all[] = { EXEC_RUNNING, EXEC_SUCCESS,
-	    EXEC_FAILURE, EXEC_TIMEOUT };
+	    EXEC_FAILURE, EXEC_TIMEOUT, EXEC_KILLED };
 	size_t i;
 
 	for (i = 0; s != NULL && i < nitems(all); i++)
@@ -671,6 +678,15 @@ exec_new(const struct exec_config *c, char *err, size_t errlen)
 	}
 	e = xcalloc(1, sizeof(*e));
 	e->ws = xstrdup(real);
+	if (c->taskdir != NULL && *c->taskdir != '\0') {
+		if (fs_mkdir_p(c->taskdir, 0755) == -1 || realpath(c->taskdir, real) == NULL) {
+			snprintf(err, errlen, "task dir %s: %s", c->taskdir, strerror(errno));
+			free(e->ws);
+			free(e);
+			return NULL;
+		}
+	}
+	e->td = xstrdup(real);
 	e->allowlist = c->allowlist && *c->allowlist ? xstrdup(c->allowlist) : NULL;
 	e->grace_ms = c->kill_grace_ms > 0 ? c->kill_grace_ms : EXEC_DEFAULT_GRACE_MS;
 	return e;
@@ -744,6 +760,7 @@ exec_free(struct executor *e)
 		task_free(t);
 	}
 	free(e->ws);
+	free(e->td);
 	free(e->allowlist);
 	free(e);
 }
@@ -815,11 +832,59 @@ ring_text(const struct task *t)
 static void
 pipe_close(struct task *t)
 {
+	if (t->err_fd >= 0) {
+		ev_fd_del(t->err_fd);
+		close(t->err_fd);
+		t->err_fd = -1;
+	}
 	if (t->out_fd == -1)
 		return;
 	ev_fd_del(t->out_fd);
 	close(t->out_fd);
 	t->out_fd = -1;
+}
+
+/* Read one of the task's pipes; returns 1 at EOF (the fd is then closed). */
+static int
+pipe_read(struct task *t, int *fdp, int stream)
+{
+	static char buf[READ_CHUNK];
+	int i;
+
+	for (i = 0; i < READS_PER_TURN; i++) {
+		ssize_t n = read(*fdp, buf, sizeof(buf));
+		if (n > 0) {
+			log_file_put(t, buf, (size_t)n);
+			ring_put(t, buf, (size_t)n);
+			t->total += n;
+			if (t->out_fn != NULL)
+				t->out_fn(t->id, stream, buf, (size_t)n, t->out_arg);
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n == -1)
+			log_warn("task %s: reading its output", t->id);
+		ev_fd_del(*fdp);	/* EOF (or a broken pipe) */
+		close(*fdp);
+		*fdp = -1;
+		return 1;
+	}
+	return 0;
+}
+
+/* The split stderr pipe is readable. */
+static void
+on_errput(int fd, short revents, void *arg)
+{
+	struct task *t = arg;
+
+	(void)fd;
+	(void)revents;
+	if (t->err_fd >= 0 && pipe_read(t, &t->err_fd, 2))
+		task_maybe_end(t);
 }
 
 /*
@@ -829,30 +894,12 @@ pipe_close(struct task *t)
 static void
 on_output(int fd, short revents, void *arg)
 {
-	static char buf[READ_CHUNK];
 	struct task *t = arg;
-	int i;
 
 	(void)fd;
 	(void)revents;
-	for (i = 0; i < READS_PER_TURN; i++) {
-		ssize_t n = read(t->out_fd, buf, sizeof(buf));
-		if (n > 0) {
-			log_file_put(t, buf, (size_t)n);
-			ring_put(t, buf, (size_t)n);
-			t->total += n;
-			continue;
-		}
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
-		if (n == -1)
-			log_warn("task %s: reading its output", t->id);
-		pipe_close(t);		/* EOF (or a broken pipe) */
+	if (t->out_fd != -1 && pipe_read(t, &t->out_fd, 1))
 		task_maybe_end(t);
-		return;
-	}
 }
 
 /* Live processes of the task's session or process group (not zombies). */
@@ -925,7 +972,7 @@ kill_tick(void *arg)
 	default:
 		break;
 	}
-	if (t->reaped && t->out_fd != -1) {
+	if (t->reaped && (t->out_fd != -1 || t->err_fd >= 0)) {
 		if (!t->drain_armed) {
 			t->drain_armed = 1;
 			timer_set(&t->kill_timer, DRAIN_MS);
@@ -933,7 +980,10 @@ kill_tick(void *arg)
 		}
 		log_warnx("task %s: its output stays open after the process group "
 		    "ended (a process left the session); closing it", t->id);
-		on_output(t->out_fd, POLLIN, t);
+		if (t->out_fd != -1)
+			on_output(t->out_fd, POLLIN, t);
+		if (t->err_fd >= 0)
+			on_errput(t->err_fd, POLLIN, t);
 		pipe_close(t);
 	}
 	task_maybe_end(t);
@@ -968,7 +1018,7 @@ on_exit_cb(pid_t pid, int status, void *arg)
 	if (t->kill == K_NONE && group_count(t) > 0) {
 		kill_start(t, t->ex->grace_ms, "leftover processes after the "
 		    "script ended");
-	} else if (t->kill == K_NONE && t->out_fd != -1) {
+	} else if (t->kill == K_NONE && (t->out_fd != -1 || t->err_fd >= 0)) {
 		/* Normally EOF follows at once; a process outside the group may
 		   hold the pipe: kill_tick closes it after DRAIN_MS. */
 		t->kill = K_DONE;
@@ -1044,6 +1094,9 @@ task_end(struct task *t)
 	if (t->start_error != NULL) {
 		r->status = EXEC_FAILURE;
 		r->error = xstrdup(t->start_error);
+	} else if (t->killed) {
+		r->status = EXEC_KILLED;
+		r->error = xstrdup("killed on request");
 	} else if (t->timed_out) {
 		r->status = EXEC_TIMEOUT;
 		r->error = xasprintf("timed out after %lld s",
@@ -1096,7 +1149,7 @@ task_end(struct task *t)
 static void
 task_maybe_end(struct task *t)
 {
-	if (t->ended || !t->reaped || t->out_fd != -1 ||
+	if (t->ended || !t->reaped || t->out_fd != -1 || t->err_fd >= 0 ||
 	    t->kill == K_TERM || t->kill == K_KILL)
 		return;
 	task_end(t);
@@ -1231,19 +1284,19 @@ user_setup(const char *user, struct spawn_opts *o, struct envlist *env,
 
 /* Make a directory inside the workspace (checked again after creation). */
 static int
-dir_make_inside(const struct executor *e, const char *rel, const struct spawn_opts *o,
+dir_make_inside(const char *root, const char *rel, const struct spawn_opts *o,
     char *out, size_t outlen, char *err, size_t errlen)
 {
 	char again[PATH_MAX];
 
-	if (exec_resolve(e->ws, rel, out, outlen, err, errlen) == -1)
+	if (exec_resolve(root, rel, out, outlen, err, errlen) == -1)
 		return -1;
 	if (fs_mkdir_p(out, 0755) == -1) {
 		snprintf(err, errlen, "create %s: %s", out, strerror(errno));
 		return -2;
 	}
 	/* A symlink planted between the check and mkdir would show here. */
-	if (realpath(out, again) == NULL || !path_under(e->ws, again) ||
+	if (realpath(out, again) == NULL || !path_under(root, again) ||
 	    !fs_is_dir(again)) {
 		snprintf(err, errlen, "path '%s' leaves the workspace", rel);
 		return -1;
@@ -1289,14 +1342,23 @@ argv_free(char **v)
 static void
 task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *o)
 {
-	int pfd[2];
+	int pfd[2], efd[2] = { -1, -1 };
 	char err[512];
 
 	if (pipe2(pfd, O_CLOEXEC) == -1) {
 		t->start_error = xasprintf("start: pipe: %s", strerror(errno));
 		return;
 	}
+	if (t->err_fd == -2 && pipe2(efd, O_CLOEXEC) == -1) {
+		t->start_error = xasprintf("start: pipe: %s", strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		return;
+	}
+	t->err_fd = -1;
 	(void)fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+	if (efd[0] != -1)
+		(void)fcntl(efd[0], F_SETFL, O_NONBLOCK);
 	o->path = argv[0];
 	o->argv = argv;
 	o->envp = env->v;
@@ -1304,12 +1366,16 @@ task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *
 	o->new_session = 1;	/* its own process group: the unit we kill */
 	o->stdin_fd = -1;
 	o->stdout_fd = pfd[1];
-	o->stderr_fd = -2;
+	o->stderr_fd = efd[1] != -1 ? efd[1] : -2;
 	o->user = t->user;
 	t->pid = child_spawn(o, err, sizeof(err));
 	close(pfd[1]);
+	if (efd[1] != -1)
+		close(efd[1]);
 	if (t->pid == -1) {
 		close(pfd[0]);
+		if (efd[0] != -1)
+			close(efd[0]);
 		t->pid = 0;
 		t->start_error = xasprintf("start: %s", err);
 		return;
@@ -1317,10 +1383,11 @@ task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *
 	t->proc_start = proc_start_time(t->pid);
 	child_watch(t->pid, on_exit_cb, t);
 	t->out_fd = pfd[0];
-	if (ev_fd_add(t->out_fd, POLLIN, on_output, t) == -1) {
+	t->err_fd = efd[0];
+	if (ev_fd_add(t->out_fd, POLLIN, on_output, t) == -1 ||
+	    (t->err_fd != -1 && ev_fd_add(t->err_fd, POLLIN, on_errput, t) == -1)) {
 		log_warn("task %s: cannot watch its output", t->id);
-		close(t->out_fd);
-		t->out_fd = -1;
+		pipe_close(t);
 		t->start_error = xstrdup("start: no free event-loop slot for the "
 		    "task's output");
 		/* The reaper still delivers the exit; the task ends then. */
@@ -1329,6 +1396,25 @@ task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *
 	}
 	if (t->timeout_ms > 0)
 		timer_set(&t->timeout_timer, t->timeout_ms);
+}
+
+/* Kill a running task on request: its whole group, then EXEC_KILLED. */
+int
+exec_kill(struct executor *e, const char *id)
+{
+	struct task *t;
+
+	for (t = e->tasks; t != NULL; t = t->next)
+		if (!t->ended && strcmp(t->id, id) == 0)
+			break;
+	if (t == NULL || t->pid <= 0)
+		return 0;
+	if (t->reaped)
+		return 1;
+	t->killed = 1;
+	timer_cancel(&t->timeout_timer);
+	kill_start(t, t->ex->grace_ms, "kill requested");
+	return 1;
 }
 
 /* Validate, prepare the task dir and files, persist, then spawn. */
@@ -1366,7 +1452,7 @@ exec_start(struct executor *e, const struct exec_request *r, exec_done_fn fn,
 		ret = EXEC_E_EXISTS;
 		goto fail;
 	}
-	if (exec_resolve(e->ws, r->id, dir, sizeof(dir), err, errlen) == -1)
+	if (exec_resolve(e->td, r->id, dir, sizeof(dir), err, errlen) == -1)
 		goto fail;
 	path = xasprintf("%s/" RESULT_FILE, dir);
 	if (fs_exists(path)) {
@@ -1412,12 +1498,12 @@ exec_start(struct executor *e, const struct exec_request *r, exec_done_fn fn,
 	}
 
 	/* The task dir and the working dir, both inside the workspace. */
-	if ((rc = dir_make_inside(e, r->id, &o, dir, sizeof(dir), err, errlen)) != 0) {
+	if ((rc = dir_make_inside(e->td, r->id, &o, dir, sizeof(dir), err, errlen)) != 0) {
 		ret = rc == -1 ? EXEC_E_REQUEST : EXEC_E_PREPARE;
 		goto fail;
 	}
 	if (r->workdir != NULL) {
-		if ((rc = dir_make_inside(e, r->workdir, &o, wd, sizeof(wd), err,
+		if ((rc = dir_make_inside(e->ws, r->workdir, &o, wd, sizeof(wd), err,
 		    errlen)) != 0) {
 			ret = rc == -1 ? EXEC_E_REQUEST : EXEC_E_PREPARE;
 			goto fail;
@@ -1437,6 +1523,9 @@ exec_start(struct executor *e, const struct exec_request *r, exec_done_fn fn,
 	t->fn = fn;
 	t->arg = arg;
 	t->out_fd = t->log_fd = -1;
+	t->err_fd = r->split_stderr ? -2 : -1;	/* -2: task_spawn makes the pipe */
+	t->out_fn = r->on_output;
+	t->out_arg = r->output_arg;
 	timer_init(&t->timeout_timer, "task-timeout", on_timeout, t);
 	timer_init(&t->kill_timer, "task-kill", kill_tick, t);
 	timer_init(&t->end_timer, "task-end", end_now, t);
@@ -1570,7 +1659,7 @@ exec_load(struct executor *e, const char *id, struct exec_result **out)
 		errno = EINVAL;
 		return -1;
 	}
-	dir = xasprintf("%s/%s", e->ws, id);
+	dir = xasprintf("%s/%s", e->td, id);
 	rc = result_read(dir, out, &pid, &pstart);
 	free(dir);
 	if (rc == 1 && !(*out)->done) {
@@ -1594,7 +1683,7 @@ exec_mark_reported(struct executor *e, const char *id)
 		errno = EINVAL;
 		return -1;
 	}
-	dir = xasprintf("%s/%s", e->ws, id);
+	dir = xasprintf("%s/%s", e->td, id);
 	rc = result_read(dir, &r, &pid, &pstart);
 	if (rc != 1) {
 		if (rc == 0)
@@ -1662,12 +1751,12 @@ recover_interrupted(struct executor *e, const char *dir, struct exec_result *r,
 int
 exec_recover(struct executor *e, const char *tag, exec_done_fn fn, void *arg)
 {
-	DIR *d = opendir(e->ws);
+	DIR *d = opendir(e->td);
 	struct dirent *de;
 	int n = 0;
 
 	if (d == NULL) {
-		log_warn("executor: cannot scan %s", e->ws);
+		log_warn("executor: cannot scan %s", e->td);
 		return 0;
 	}
 	while ((de = readdir(d)) != NULL) {
@@ -1678,7 +1767,7 @@ exec_recover(struct executor *e, const char *tag, exec_done_fn fn, void *arg)
 
 		if (!exec_id_valid(de->d_name) || exec_is_running(e, de->d_name))
 			continue;
-		dir = xasprintf("%s/%s", e->ws, de->d_name);
+		dir = xasprintf("%s/%s", e->td, de->d_name);
 		rc = result_read(dir, &r, &pid, &pstart);
 		if (rc == -1)
 			log_warn("executor: %s/" RESULT_FILE " unreadable; skipped", dir);
@@ -1745,13 +1834,13 @@ exec_shutdown(struct executor *e, int64_t budget_ms)
 int
 exec_prune(struct executor *e, long long max_age_sec)
 {
-	DIR *d = opendir(e->ws);
+	DIR *d = opendir(e->td);
 	struct dirent *de;
 	int n = 0;
 
 	if (d == NULL) {
 		if (errno != ENOENT)
-			log_warn("executor: cannot scan %s", e->ws);
+			log_warn("executor: cannot scan %s", e->td);
 		return 0;
 	}
 	while ((de = readdir(d)) != NULL) {
@@ -1762,7 +1851,7 @@ exec_prune(struct executor *e, long long max_age_sec)
 
 		if (!exec_id_valid(de->d_name) || exec_is_running(e, de->d_name))
 			continue;
-		dir = xasprintf("%s/%s", e->ws, de->d_name);
+		dir = xasprintf("%s/%s", e->td, de->d_name);
 		res_path = xasprintf("%s/" RESULT_FILE, dir);
 		task_path = xasprintf("%s/" TASK_FILE, dir);
 		if (!fs_is_dir(dir) || fs_is_file(task_path) != 1) {

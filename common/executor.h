@@ -57,6 +57,7 @@ enum exec_status {
 	EXEC_SUCCESS,		/* exit code 0 */
 	EXEC_FAILURE,		/* non-zero exit, signal, start failure, restart */
 	EXEC_TIMEOUT,		/* killed after the timeout */
+	EXEC_KILLED,		/* killed on request (exec_kill) */
 };
 
 /* Why exec_start refused a task (nothing ran, nothing was persisted). */
@@ -74,7 +75,19 @@ struct exec_config {
 	const char	*allowlist;	/* sha256 allow-list file; NULL or "" = no
 					   integrity check; copied */
 	int64_t		 kill_grace_ms;	/* SIGTERM -> SIGKILL, ms; <= 0 -> default */
+	const char	*taskdir;	/* where the task dirs <taskdir>/<id>/ live;
+					   NULL or "" = the workspace; created (0755)
+					   if missing; copied */
 };
+
+/**
+ * Live output hook: called from the event loop with each chunk the task
+ * wrote, in order, before it goes to output.log. id and data (len bytes, not
+ * NUL-terminated, any bytes) are borrowed for the call; stream is 1 for
+ * stdout, 2 for stderr (always 1 unless exec_request.split_stderr).
+ */
+typedef void (*exec_output_fn)(const char *id, int stream, const char *data,
+    size_t len, void *arg);
 
 struct exec_request {
 	const char	*id;		/* [A-Za-z0-9._-], 1..EXEC_ID_MAX chars, not
@@ -94,6 +107,10 @@ struct exec_request {
 	const char	*user;		/* run as this user; NULL or "" = the user
 					   running the agent */
 	int64_t		 timeout_ms;	/* <= 0: no timeout */
+	exec_output_fn	 on_output;	/* live output, or NULL */
+	void		*output_arg;	/* passed to on_output */
+	int		 split_stderr;	/* stderr on a pipe of its own (stream 2);
+					   else it shares stdout's */
 };
 
 /* A task's outcome, as persisted in result.json. */
@@ -152,6 +169,14 @@ const char *exec_workspace(const struct executor *e);
  */
 enum exec_error exec_start(struct executor *e, const struct exec_request *r,
     exec_done_fn fn, void *arg, char *err, size_t errlen);
+
+/**
+ * Kill running task id on request: SIGTERM to its process group, SIGKILL
+ * after the grace period; it ends as EXEC_KILLED ("killed on request") and
+ * its callback runs as usual. Returns 1 when the task was running (the kill
+ * is under way), 0 when no such task runs here (nothing done).
+ */
+int exec_kill(struct executor *e, const char *id);
 
 /** Number of tasks running now. */
 int exec_running(const struct executor *e);
@@ -243,7 +268,7 @@ int exec_allowed(const char *allowlist, const void *data, size_t len,
 /** Lower-case hex sha256 of data into hex (65 bytes). */
 void exec_sha256_hex(const void *data, size_t len, char hex[65]);
 
-/** "RUNNING", "SUCCESS", "FAILURE" or "TIMEOUT". */
+/** "RUNNING", "SUCCESS", "FAILURE", "TIMEOUT" or "KILLED". */
 const char *exec_status_name(enum exec_status s);
 
 /** Free a result (NULL is fine). */
