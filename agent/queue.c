@@ -33,6 +33,7 @@
 #include "log.h"
 #include "queue.h"
 #include "redis.h"
+#include "tree.h"
 #include "util.h"
 
 #define TAG			"queue"
@@ -1047,6 +1048,7 @@ queue_start(void)
 	memset(&c, 0, sizeof(c));
 	c.workspace = cmd_dir;
 	c.taskdir = tasks;
+	c.tree = tree_exec_hooks();	/* escaped processes: cgroup */
 	c.kill_grace_ms = agent_period(P_KILL_GRACE);
 	Q.ex = exec_new(&c, err, sizeof(err));
 	free(cmd_dir);

@@ -77,6 +77,7 @@ struct task {
 	exec_output_fn	 out_fn;	/* live output hook, or NULL */
 	void		*out_arg;
 	int		 killed;	/* exec_kill */
+	char		*cgroup;	/* the task's own cgroup, or NULL */
 	int		 log_fd;	/* output.log; -1 when not writable */
 	char		 ring[EXEC_TAIL_MAX];
 	size_t		 ring_head, ring_len;
@@ -101,6 +102,7 @@ struct task {
 struct executor {
 	char		*ws;		/* real path */
 	char		*td;		/* real path of the task dirs' parent */
+	const struct exec_tree *tree;	/* cgroup hooks or NULL */
 	char		*allowlist;	/* NULL = no integrity check */
 	int64_t		 grace_ms;
 	struct task	*tasks;
@@ -689,6 +691,7 @@ exec_new(const struct exec_config *c, char *err, size_t errlen)
 	e->td = xstrdup(real);
 	e->allowlist = c->allowlist && *c->allowlist ? xstrdup(c->allowlist) : NULL;
 	e->grace_ms = c->kill_grace_ms > 0 ? c->kill_grace_ms : EXEC_DEFAULT_GRACE_MS;
+	e->tree = c->tree;
 	return e;
 }
 
@@ -734,6 +737,10 @@ task_free(struct task *t)
 		ev_fd_del(t->out_fd);
 		close(t->out_fd);
 	}
+	if (t->err_fd >= 0) {
+		ev_fd_del(t->err_fd);
+		close(t->err_fd);
+	}
 	if (t->log_fd != -1)
 		close(t->log_fd);
 	if (t->pid > 0 && !t->reaped)
@@ -745,6 +752,7 @@ task_free(struct task *t)
 	free(t->script);
 	free(t->user);
 	free(t->start_error);
+	free(t->cgroup);
 	free(t);
 }
 
@@ -906,7 +914,11 @@ on_output(int fd, short revents, void *arg)
 static int
 group_count(const struct task *t)
 {
-	int n = proc_group_members(t->pid, t->pid, t->proc_start, 0, NULL, 0);
+	int n;
+
+	if (t->cgroup != NULL && (n = t->ex->tree->count(t->cgroup)) >= 0)
+		return n;	/* the whole tree, escaped processes included */
+	n = proc_group_members(t->pid, t->pid, t->proc_start, 0, NULL, 0);
 
 	if (n >= 0)
 		return n;
@@ -918,6 +930,8 @@ group_count(const struct task *t)
 static void
 group_signal(const struct task *t, int sig)
 {
+	if (t->cgroup != NULL)
+		t->ex->tree->signal(t->cgroup, sig);
 	if (kill(-t->pid, sig) == -1 && errno != ESRCH)
 		log_warn("task %s: kill -%d -%ld", t->id, sig, (long)t->pid);
 	if (!t->reaped)
@@ -932,8 +946,9 @@ kill_start(struct task *t, int64_t grace_ms, const char *why)
 {
 	if (t->kill != K_NONE)
 		return;
-	log_info("task %s: %s: SIGTERM to process group %ld (SIGKILL in %lld ms)",
-	    t->id, why, (long)t->pid, (long long)grace_ms);
+	log_info("task %s: %s: SIGTERM to process group %ld%s (SIGKILL in %lld ms)",
+	    t->id, why, (long)t->pid, t->cgroup != NULL ? " and its cgroup" : "",
+	    (long long)grace_ms);
 	group_signal(t, SIGTERM);
 	t->kill = K_TERM;
 	t->kill_deadline = mono_ms() + grace_ms;
@@ -1137,6 +1152,8 @@ task_end(struct task *t)
 			*pp = t->next;
 			break;
 		}
+	if (t->cgroup != NULL)
+		e->tree->remove(t->cgroup);
 	{
 		exec_done_fn fn = t->fn;
 		void *arg = t->arg;
@@ -1368,7 +1385,23 @@ task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *
 	o->stdout_fd = pfd[1];
 	o->stderr_fd = efd[1] != -1 ? efd[1] : -2;
 	o->user = t->user;
+	if (t->ex->tree != NULL) {
+		char *name = xasprintf("task-%s-%s", *t->tag ? t->tag : "x", t->id);
+		t->cgroup = t->ex->tree->create(name);
+		free(name);
+	}
+	o->cgroup_procs = t->cgroup != NULL ? t->ex->tree->procs(t->cgroup) : NULL;
 	t->pid = child_spawn(o, err, sizeof(err));
+	if (t->pid == -1 && t->cgroup != NULL && strncmp(err, "cgroup", 6) == 0) {
+		/* Not delegated to us after all: the process group must do. */
+		log_warnx("task %s: cannot join its cgroup (%s); process group only",
+		    t->id, err);
+		t->ex->tree->remove(t->cgroup);
+		free(t->cgroup);
+		t->cgroup = NULL;
+		o->cgroup_procs = NULL;
+		t->pid = child_spawn(o, err, sizeof(err));
+	}
 	close(pfd[1]);
 	if (efd[1] != -1)
 		close(efd[1]);

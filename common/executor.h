@@ -11,7 +11,9 @@
  *    in an allow-list file (sha256sum format);
  *  - a timeout: the task's whole process group gets SIGTERM, then SIGKILL
  *    after a grace period; a task is over only when its leader is reaped,
- *    its output pipe hit EOF and no process of its group is left;
+ *    its output pipe hit EOF and no process of its group is left; with
+ *    exec_config.tree, the task's cgroup too (processes that left the
+ *    session included);
  *  - it runs as a given user (devops.slave.user) in a session of its own;
  *  - the full output (stdout + stderr) streams to <task>/output.log while
  *    memory keeps only the last EXEC_TAIL_MAX bytes, which is what a result
@@ -69,12 +71,32 @@ enum exec_error {
 	EXEC_E_PREPARE,		/* cannot create the task dir or write its files */
 };
 
+/**
+ * Per-task cgroup hooks of the owner (the agent's process-tree layer,
+ * agent/tree.h): where cgroup v2 is usable each task runs in a cgroup of its
+ * own, so that its processes that left its session (setsid, a double fork)
+ * are counted and killed with it. create(name) returns a new cgroup dir
+ * (caller frees) or NULL; procs(cgroup) its cgroup.procs path (borrowed);
+ * count(cgroup) its live processes (-1 when unreadable); signal(cgroup, sig)
+ * signals them all (SIGKILL through cgroup.kill where it exists);
+ * remove(cgroup) removes it when empty.
+ */
+struct exec_tree {
+	char		*(*create)(const char *name);
+	const char	*(*procs)(const char *cgroup);
+	int		 (*count)(const char *cgroup);
+	void		 (*signal)(const char *cgroup, int sig);
+	void		 (*remove)(const char *cgroup);
+};
+
 struct exec_config {
 	const char	*workspace;	/* prefix of every task dir; created (0755)
 					   if missing; copied */
 	const char	*allowlist;	/* sha256 allow-list file; NULL or "" = no
 					   integrity check; copied */
 	int64_t		 kill_grace_ms;	/* SIGTERM -> SIGKILL, ms; <= 0 -> default */
+	const struct exec_tree *tree;	/* cgroup hooks (borrowed, must outlive the
+					   executor) or NULL: process group only */
 	const char	*taskdir;	/* where the task dirs <taskdir>/<id>/ live;
 					   NULL or "" = the workspace; created (0755)
 					   if missing; copied */
