@@ -39,7 +39,8 @@
 #define TAG			"queue"
 #define BATCH_MAX		((size_t)64 * 1024)	/* log batch, bytes */
 #define BATCH_MS		200			/* log batch age, ms */
-#define INFLIGHT_MAX		((long long)8 * 1024 * 1024)	/* unanswered log bytes */
+#define INFLIGHT_MAX		((long long)8 * 1024 * 1024)	/* unanswered log bytes:
+							   above, task output waits */
 #define HTTP_INFLIGHT_MAX	64
 #define BACKOFF_MIN_MS		250
 #define BACKOFF_MAX_MS		10000
@@ -80,6 +81,7 @@ static struct {
 	int		 up;		/* all four connected */
 	int		 taking, ctl_waiting;
 	int		 stopping;
+	int		 paused;	/* task output paused: redis is slow */
 	int64_t		 backoff_ms;
 	long long	 inflight;
 	int		 http_inflight;
@@ -89,6 +91,7 @@ static struct {
 } Q;
 
 static void q_reset_later(void);
+static void output_pause_all(int pause);
 static void take_next(void);
 static void msg_process(const char *raw, size_t len, int reconciling);
 
@@ -341,6 +344,8 @@ on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 	(void)ac;
 	if (op->kind == OP_LOG || op->kind == OP_DONE)
 		Q.inflight -= op->bytes;
+	if (Q.paused && Q.inflight < INFLIGHT_MAX / 2)
+		output_pause_all(0);
 	if (reply == NULL) {
 		/* Disconnected: the reconcile at the next connect takes over. */
 	} else if (reply->type == REDIS_REPLY_ERROR) {
@@ -460,9 +465,11 @@ batch_flush(struct qtask *t, int final)
 	text = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	free(data);
-	if (!Q.up || Q.inflight > INFLIGHT_MAX ||
-	    log_send(text, OP_LOG, t->id, NULL, 0) == -1)
+	/* Redis away: dropped (output.log has it); slow: the tasks wait. */
+	if (!Q.up || log_send(text, OP_LOG, t->id, NULL, 0) == -1)
 		t->dropped += (long long)used;
+	else if (Q.inflight > INFLIGHT_MAX && !Q.paused)
+		output_pause_all(1);
 	free(text);
 	memmove(t->buf, t->buf + used, t->len - used);
 	t->len -= used;
@@ -473,6 +480,17 @@ static void
 batch_timer(void *arg)
 {
 	batch_flush(arg, 0);
+}
+
+/* Stop (or resume) reading the output of every running task. */
+static void
+output_pause_all(int pause)
+{
+	struct qtask *t;
+
+	Q.paused = pause;
+	for (t = Q.tasks; t != NULL; t = t->next)
+		(void)exec_output_pause(Q.ex, t->id, pause);
 }
 
 /* Executor output hook: batch per stream, in order. */
@@ -696,6 +714,8 @@ task_run(struct queue_task *qt, const char *raw, size_t len)
 	rc = exec_start(Q.ex, &r, on_task_done, t, err, sizeof(err));
 	if (rc == EXEC_OK) {
 		log_info("queue: task %s started (%s)", qt->id, qt->argv[0]);
+		if (Q.paused)
+			(void)exec_output_pause(Q.ex, qt->id, 1);
 		return;
 	}
 	Q.tasks = t->next;
@@ -880,6 +900,9 @@ q_reset(void *arg)
 	}
 	Q.connected = 0;
 	Q.taking = Q.ctl_waiting = 0;
+	Q.inflight = 0;		/* every pending reply came back as NULL */
+	if (Q.paused && Q.ex != NULL)
+		output_pause_all(0);
 	if (Q.stopping)
 		return;
 	log_info("queue: reconnecting to redis in %lld ms", (long long)Q.backoff_ms);

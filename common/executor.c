@@ -77,6 +77,7 @@ struct task {
 	exec_output_fn	 out_fn;	/* live output hook, or NULL */
 	void		*out_arg;
 	int		 killed;	/* exec_kill */
+	int		 paused;	/* exec_output_pause: pipes not watched */
 	char		*cgroup;	/* the task's own cgroup, or NULL */
 	int		 log_fd;	/* output.log; -1 when not writable */
 	char		 ring[EXEC_TAIL_MAX];
@@ -1429,6 +1430,34 @@ task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *
 	}
 	if (t->timeout_ms > 0)
 		timer_set(&t->timeout_timer, t->timeout_ms);
+}
+
+/* Stop or resume reading a task's output (back-pressure of the owner). */
+int
+exec_output_pause(struct executor *e, const char *id, int pause)
+{
+	struct task *t;
+
+	for (t = e->tasks; t != NULL; t = t->next)
+		if (!t->ended && strcmp(t->id, id) == 0)
+			break;
+	if (t == NULL)
+		return 0;
+	pause = pause != 0;
+	if (t->paused == pause)
+		return 1;
+	t->paused = pause;
+	if (pause) {
+		if (t->out_fd >= 0)
+			ev_fd_del(t->out_fd);
+		if (t->err_fd >= 0)
+			ev_fd_del(t->err_fd);
+		return 1;
+	}
+	if ((t->out_fd >= 0 && ev_fd_add(t->out_fd, POLLIN, on_output, t) == -1) ||
+	    (t->err_fd >= 0 && ev_fd_add(t->err_fd, POLLIN, on_errput, t) == -1))
+		log_warn("task %s: cannot watch its output again", t->id);
+	return 1;
 }
 
 /* Kill a running task on request: its whole group, then EXEC_KILLED. */

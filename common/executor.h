@@ -200,6 +200,13 @@ enum exec_error exec_start(struct executor *e, const struct exec_request *r,
  */
 int exec_kill(struct executor *e, const char *id);
 
+/**
+ * Back-pressure: pause != 0 stops reading task id's output (the task blocks
+ * once its pipe is full), 0 reads it again. The end of the task still drains
+ * the pipe. Returns 1 when the task runs here, 0 when not (nothing done).
+ */
+int exec_output_pause(struct executor *e, const char *id, int pause);
+
 /** Number of tasks running now. */
 int exec_running(const struct executor *e);
 /** 1 when task id is running now, else 0. */
