@@ -281,3 +281,39 @@ def test_log_order_within_a_task(install_dir, fakeci, redis):
     assert len(msgs) < 2000
     assert all(len(m["data"].encode()) <= 64 * 1024 for m in msgs if m["msg_type"] != "done")
     agent.stop()
+
+
+def test_logs_http_copy_without_agent_secrets(install_dir, fakeci, redis):
+    import http.server
+    import threading
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            got.append((dict(self.headers), json.loads(body)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/logs"
+        agent = start_agent(install_dir, fakeci, redis, **{"devops.queue.logs.http": url})
+        c = redis.client()
+        c.call("RPUSH", QUEUE, task("web1", "ok.sh", ["x"]))
+        wait_done(c, ["web1"], agent)
+        assert wait_until(lambda: any(b["msg_type"] == "done" for _, b in got), 10)
+        kinds = {b["msg_type"] for _, b in got if b["id"] == "web1"}
+        assert kinds == {"stdout", "stderr", "done"}
+        for headers, _ in got:
+            assert not any(k.lower().startswith("x-devops") for k in headers), headers
+            assert SECRET_KEY not in json.dumps(headers)
+        agent.stop()
+    finally:
+        srv.shutdown()
