@@ -257,7 +257,8 @@ group_count(const struct task *t)
 {
 	int n;
 
-	if (t->cgroup != NULL && (n = t->ex->tree->count(t->cgroup)) >= 0)
+	if (t->cgroup != NULL && t->ex->tree != NULL &&
+	    (n = t->ex->tree->count(t->cgroup)) >= 0)
 		return n;	/* the whole tree, escaped processes included */
 	n = proc_group_members(t->pid, t->pid, t->proc_start, 0, NULL, 0);
 
@@ -271,7 +272,7 @@ group_count(const struct task *t)
 static void
 group_signal(const struct task *t, int sig)
 {
-	if (t->cgroup != NULL)
+	if (t->cgroup != NULL && t->ex->tree != NULL)
 		t->ex->tree->signal(t->cgroup, sig);
 	if (kill(-t->pid, sig) == -1 && errno != ESRCH)
 		log_warn("task %s: kill -%d -%ld", t->id, sig, (long)t->pid);
@@ -468,7 +469,7 @@ task_end(struct task *t)
 			*pp = t->next;
 			break;
 		}
-	if (t->cgroup != NULL)
+	if (t->cgroup != NULL && e->tree != NULL)
 		e->tree->remove(t->cgroup);
 	{
 		exec_done_fn fn = t->fn;
@@ -699,14 +700,17 @@ task_spawn(struct task *t, char **argv, struct envlist *env, struct spawn_opts *
 	o->stdout_fd = pfd[1];
 	o->stderr_fd = efd[1] != -1 ? efd[1] : -2;
 	o->user = t->user;
+	o->cgroup_procs = NULL;
 	if (t->ex->tree != NULL) {
 		char *name = xasprintf("task-%s-%s", *t->tag ? t->tag : "x", t->id);
 		t->cgroup = t->ex->tree->create(name);
 		free(name);
+		if (t->cgroup != NULL)
+			o->cgroup_procs = t->ex->tree->procs(t->cgroup);
 	}
-	o->cgroup_procs = t->cgroup != NULL ? t->ex->tree->procs(t->cgroup) : NULL;
 	t->pid = child_spawn(o, err, sizeof(err));
-	if (t->pid == -1 && t->cgroup != NULL && strncmp(err, "cgroup", 6) == 0) {
+	if (t->pid == -1 && t->ex->tree != NULL && t->cgroup != NULL &&
+	    strncmp(err, "cgroup", 6) == 0) {
 		/* Not delegated to us after all: the process group must do. */
 		log_warnx("task %s: cannot join its cgroup (%s); process group only",
 		    t->id, err);
