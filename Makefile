@@ -179,6 +179,7 @@ bench: all
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 	$(PYTHON) bench/collector_figures.py
 	$(PYTHON) bench/server_load.py
+	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 
 .PHONY: bench
 
