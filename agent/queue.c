@@ -1001,6 +1001,10 @@ q_connect(void *arg)
 			return;
 		}
 		Q.c[i] = ac;
+		/* A vanished host shows as an error instead of a silent wait. */
+		if (redisEnableKeepAlive(&ac->c) != REDIS_OK)
+			log_warnx("queue: cannot enable TCP keepalive on the redis "
+			    "connection");
 		redisAsyncSetConnectCallback(ac, on_connect);
 		redisAsyncSetDisconnectCallback(ac, on_disconnect);
 		if (Q.url.password != NULL) {
