@@ -52,6 +52,8 @@ enum { C_CMD, C_TAKE, C_CTL, C_SUB, C_N };
 struct qtask {
 	char		*id;
 	char		*type;
+	char		*raw;		/* the message as taken (for LREM) */
+	size_t		 rawlen;
 	char		*buf;		/* pending log batch */
 	size_t		 len;
 	int		 stream;	/* 1 stdout, 2 stderr */
@@ -645,20 +647,16 @@ static void
 on_task_done(struct exec_result *res, void *arg)
 {
 	struct qtask *t = arg, **pp;
-	char *path, *raw = NULL;
-	size_t rawlen = 0;
 
 	batch_flush(t, 1);
-	path = xasprintf("%s/queue_tasks/%s/queue_message.json", A.workdir, t->id);
-	if (fs_read_file(path, QUEUE_MSG_MAX, &raw, &rawlen) == -1)
-		log_warn("queue: task %s: cannot read back %s", t->id, path);
-	free(path);
 	if (t->dropped > 0)
-		log_warnx("queue: task %s: %lld output bytes not sent (redis away "
-		    "or slow); output.log has them all", t->id, t->dropped);
-	if (raw != NULL && Q.up)
-		done_send(t->id, t->type, res, NULL, NULL, t->dropped, raw, rawlen);
-	free(raw);
+		log_warnx("queue: task %s: %lld output bytes not sent (redis was "
+		    "away); output.log has them all", t->id, t->dropped);
+	/* Redis away: the reconcile after the reconnect reports it. */
+	if (Q.up)
+		done_send(t->id, t->type, res, NULL, NULL, t->dropped, t->raw,
+		    t->rawlen);
+	free(t->raw);
 	for (pp = &Q.tasks; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == t) {
 			*pp = t->next;
@@ -680,21 +678,16 @@ task_run(struct queue_task *qt, const char *raw, size_t len)
 	struct exec_request r;
 	struct qtask *t;
 	struct exec_result *res = NULL;
-	char err[512], *path, *dir;
+	char err[512];
 	enum exec_error rc;
-
-	/* Keep the message beside the task, for the done message after a restart. */
-	dir = xasprintf("%s/queue_tasks/%s", A.workdir, qt->id);
-	path = xasprintf("%s/queue_message.json", dir);
-	(void)fs_mkdir_p(dir, 0755);
-	if (fs_write_atomic(path, raw, len, 0600) == -1)
-		log_warn("queue: task %s: cannot write %s", qt->id, path);
-	free(path);
-	free(dir);
 
 	t = xcalloc(1, sizeof(*t));
 	t->id = xstrdup(qt->id);
 	t->type = xstrdup(qt->type);
+	t->raw = xmalloc(len + 1);
+	memcpy(t->raw, raw, len);
+	t->raw[len] = '\0';
+	t->rawlen = len;
 	t->buf = xmalloc(BATCH_MAX);
 	t->stream = 1;
 	timer_init(&t->flush, "queue-log-batch", batch_timer, t);
@@ -719,6 +712,7 @@ task_run(struct queue_task *qt, const char *raw, size_t len)
 		return;
 	}
 	Q.tasks = t->next;
+	free(t->raw);
 	free(t->buf);
 	free(t->id);
 	free(t->type);
@@ -1095,6 +1089,13 @@ queue_start(void)
 	    "parallel, processing list %s", Q.url.host, Q.url.port, Q.url.db,
 	    exec_workspace(Q.ex), Q.parallel, Q.proc);
 	timer_set(&Q.reconnect, 0);
+}
+
+/* Remove old reported task dirs (queue.h). */
+int
+queue_prune(long long max_age_sec)
+{
+	return Q.on ? exec_prune(Q.ex, max_age_sec) : 0;
 }
 
 /* Agent exit (queue.h). */

@@ -58,6 +58,12 @@ int queue_control_decode(const char *msg, size_t len, char **id, char *err,
 void queue_start(void);
 
 /**
+ * Remove the task dirs (WORKDIR/queue_tasks/<id>) of reported tasks older
+ * than max_age_sec seconds (exec_prune). Returns how many; 0 when off.
+ */
+int queue_prune(long long max_age_sec);
+
+/**
  * Agent exit: stop running queue tasks (budget_ms, ms, shared with the
  * flush of their done messages) and close the connections.
  */
