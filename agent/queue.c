@@ -140,7 +140,7 @@ msg_parse(const char *msg, size_t len, char *err, size_t errlen)
 	return o;
 }
 
-/* Fish an id out of a message that is not valid JSON: none (dead letter). */
+/* Decode a task message (queue.h); an oversized one still yields its id. */
 int
 queue_task_decode(const char *msg, size_t len, struct queue_task *t, char *err,
     size_t errlen)
