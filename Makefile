@@ -26,6 +26,9 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) $(CFLAGS) \
 	-DAGENT_VERSION='"$(VERSION)"' -DAGENT_GIT_COMMIT='"$(GIT_COMMIT)"' \
 	-DAGENT_BUILD_TIME='"$(BUILD_TIME)"'
 LIBS = $(shell pkg-config --libs libcurl libcjson libarchive openssl 2>/dev/null) -liniparser
+# Redis task queue (docs/queue.md): Debian's hiredis.
+CFLAGS_ALL += $(shell pkg-config --cflags hiredis 2>/dev/null)
+LIBS += $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 LDFLAGS_ALL = $(SAN) -Wl,--as-needed $(LDFLAGS)
 
 COMMON_SRC   = $(wildcard common/*.c)
@@ -176,6 +179,7 @@ bench: all
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 	$(PYTHON) bench/collector_figures.py
 	$(PYTHON) bench/server_load.py
+	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 
 .PHONY: bench
 

@@ -19,6 +19,7 @@
 #include "ev.h"
 #include "fsutil.h"
 #include "log.h"
+#include "queue.h"	/* Redis task queue */
 #include "util.h"
 
 #define WEEK_SEC	(7LL * 24 * 3600)	/* a job runs at most 7 days (§6.9.1) */
@@ -275,8 +276,9 @@ cleanup_run(void *arg)
 	cleanup_build_tmp();
 	(void)cleanup_download_leftovers();	/* download limits */
 	tasks = pipeline_prune(keep);
+	tasks += queue_prune(keep);	/* Redis task queue */
 	log_info("cleanup: round done: %d dump/log file(s), %d docker log dir(s) "
-	    "and %d pipeline task dir(s) older than %d h removed", logs, dirs,
+	    "and %d pipeline/queue task dir(s) older than %d h removed", logs, dirs,
 	    tasks, keep_h);
 	timer_set(&cleanup_timer, agent_period(P_CLEANUP));
 }

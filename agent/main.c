@@ -21,6 +21,7 @@
 #include "lock.h"
 #include "log.h"
 #include "proc.h"
+#include "queue.h"	/* Redis task queue */
 #include "util.h"
 
 extern char **environ;
@@ -184,11 +185,13 @@ main(int argc, char *argv[])
 	build_start();
 	cleanup_start();
 	pipeline_start();
+	queue_start();		/* Redis task queue (docs/queue.md) */
 	upgrade_init();
 	poll_start();
 	ev_run();
 
 	/* Exit path: one more try at pending finish reports (outbox). */
+	queue_stop(3000);	/* Redis task queue */
 	pipeline_stop(3000);
 	outbox_flush(3000);
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",

@@ -26,6 +26,7 @@
 #include "json.h"
 #include "log.h"
 #include "pipeline.h"
+#include "tree.h"
 #include "util.h"
 
 #define TAG			"pipeline"
@@ -452,6 +453,7 @@ pipeline_start(void)
 	c.workspace = str_blank(A.cfg.pipeline_workspace) ? "pipeline_tasks" :
 	    A.cfg.pipeline_workspace;
 	c.allowlist = A.cfg.pipeline_allowlist;
+	c.tree = tree_exec_hooks();	/* escaped processes: cgroup */
 	c.kill_grace_ms = agent_period(P_KILL_GRACE);
 	if ((ex = exec_new(&c, err, sizeof(err))) == NULL) {
 		log_error("pipeline loop off: %s", err);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ev.h"
+#include "executor.h"
 #include "fsutil.h"
 #include "log.h"
 #include "proc.h"
@@ -498,4 +499,44 @@ tree_terminate(pid_t pgid, unsigned long long since, const char *cgroup,
 	}
 	/* Always through the loop, so done never runs inside this call. */
 	timer_set(&t->timer, left != 0 ? TREE_POLL_MS / 4 : 0);
+}
+
+/* Signal a whole cgroup (tree.h). */
+void
+tree_cgroup_signal(const char *cgroup, int sig)
+{
+	struct tree t;
+
+	memset(&t, 0, sizeof(t));
+	t.cgroup = (char *)(uintptr_t)cgroup;
+	tree_signal(&t, sig);
+}
+
+/* Live processes of a cgroup, for the executor. */
+static int
+hook_count(const char *cgroup)
+{
+	return cgroup_pids(cgroup, NULL, 0);
+}
+
+/* Remove an empty task cgroup, for the executor. */
+static void
+hook_remove(const char *cgroup)
+{
+	tree_cgroup_remove(cgroup);
+}
+
+/* The executor's cgroup hooks (tree.h). */
+const struct exec_tree *
+tree_exec_hooks(void)
+{
+	static const struct exec_tree hooks = {
+		.create = tree_cgroup_create,
+		.procs = tree_cgroup_procs,
+		.count = hook_count,
+		.signal = tree_cgroup_signal,
+		.remove = hook_remove,
+	};
+
+	return cg.base != NULL ? &hooks : NULL;
 }

@@ -89,4 +89,20 @@ typedef void (*tree_done_fn)(void *arg);
 void tree_terminate(pid_t pgid, unsigned long long since, const char *cgroup,
     int64_t grace_ms, tree_done_fn done, void *arg);
 
+/**
+ * Signal every process of cgroup (a dir from tree_cgroup_create) with sig;
+ * SIGKILL goes through cgroup.kill where the kernel has it (else the cgroup
+ * is frozen while its pids are read and killed).
+ */
+void tree_cgroup_signal(const char *cgroup, int sig);
+
+struct exec_tree;
+/**
+ * The executor's per-task cgroup hooks (common/executor.h struct
+ * exec_tree) over this layer, or NULL when cgroups are off here (then the
+ * executor ends a task's process group and session only). Call after
+ * tree_init. Static, never freed.
+ */
+const struct exec_tree *tree_exec_hooks(void);
+
 #endif

@@ -113,9 +113,22 @@ static const struct ckey keys[] = {
 	    F_SAVE_SET, NULL },
 	{ "devops.agent.poll.mode", CT_STR, O(poll_mode), "auto",
 	    F_EMPTYDEF | F_SAVE_SET, poll_mode_valid },
+	/* Redis task queue (docs/queue.md). */
+	{ "devops.queue.redis", CT_STR, O(queue_redis), "", F_SAVE_SET, NULL },
+	{ "devops.queue.name", CT_STR, O(queue_name), "queue_job_task",
+	    F_EMPTYDEF | F_SAVE_SET, NULL },
+	{ "devops.queue.control", CT_STR, O(queue_control), "", F_SAVE_SET, NULL },
+	{ "devops.queue.logs", CT_BOOL, O(queue_logs), "true", F_SAVE_SET, NULL },
+	{ "devops.queue.logs.queue", CT_STR, O(queue_logs_queue), "",
+	    F_SAVE_SET, NULL },
+	{ "devops.queue.logs.http", CT_STR, O(queue_logs_http), "", F_SAVE_SET, NULL },
+	{ "devops.queue.cmd.dir", CT_STR, O(queue_cmd_dir), "queue_cmd",
+	    F_EMPTYDEF | F_SAVE_SET, NULL },
+	{ "devops.queue.parallel", CT_INT, O(queue_parallel), "4",
+	    F_POSITIVE | F_SAVE_SET, NULL },
 };
 #undef O
-#define NKEYS 29
+#define NKEYS (29 + 8)	/* + 8: Redis task queue */
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */

@@ -102,6 +102,18 @@ struct config {
 					   the legacy loops when the server has no
 					   ask), "ask" or "legacy"; "" -> auto */
 
+	/* Redis task queue (docs/queue.md); off while queue_redis is "". */
+	char	*queue_redis;		/* devops.queue.redis: redis://[:pw@]host:port/db;
+					   a secret (the password): never log it */
+	char	*queue_name;		/* devops.queue.name; "" -> queue_job_task */
+	char	*queue_control;		/* devops.queue.control; "" -> <name>_control */
+	int	 queue_logs;		/* devops.queue.logs; default 1 */
+	char	*queue_logs_queue;	/* devops.queue.logs.queue; "" -> <name>_logs */
+	char	*queue_logs_http;	/* devops.queue.logs.http: URL or "" */
+	char	*queue_cmd_dir;		/* devops.queue.cmd.dir; relative to WORKDIR
+					   unless absolute; "" -> queue_cmd */
+	int	 queue_parallel;	/* devops.queue.parallel; <= 0 -> 4 */
+
 	/* Derived at load, never written back. */
 	char	*path;			/* file path as given to config_load */
 	char	*jdk_dir_resolved;	/* JDK dir: jdk_dir (relative: to workdir), else

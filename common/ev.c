@@ -11,7 +11,7 @@
 #include "log.h"
 #include "util.h"
 
-#define EV_MAX_FDS	12
+#define EV_MAX_FDS	64
 #define EV_MAX_SIGS	8
 
 static struct timer *timers;

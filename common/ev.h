@@ -37,7 +37,7 @@ void timer_cancel(struct timer *t);
 /** Milliseconds until t fires; -1 when not armed. */
 int64_t timer_remaining(const struct timer *t);
 
-/** Watch fd for poll(2) events; fn runs from the loop. Max 12 fds. 0 or -1. */
+/** Watch fd for poll(2) events; fn runs from the loop. Max 64 fds. 0 or -1. */
 int ev_fd_add(int fd, short events, ev_fd_fn fn, void *arg);
 /** Stop watching fd. */
 void ev_fd_del(int fd);

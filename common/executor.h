@@ -11,7 +11,9 @@
  *    in an allow-list file (sha256sum format);
  *  - a timeout: the task's whole process group gets SIGTERM, then SIGKILL
  *    after a grace period; a task is over only when its leader is reaped,
- *    its output pipe hit EOF and no process of its group is left;
+ *    its output pipe hit EOF and no process of its group is left; with
+ *    exec_config.tree, the task's cgroup too (processes that left the
+ *    session included);
  *  - it runs as a given user (devops.slave.user) in a session of its own;
  *  - the full output (stdout + stderr) streams to <task>/output.log while
  *    memory keeps only the last EXEC_TAIL_MAX bytes, which is what a result
@@ -57,6 +59,7 @@ enum exec_status {
 	EXEC_SUCCESS,		/* exit code 0 */
 	EXEC_FAILURE,		/* non-zero exit, signal, start failure, restart */
 	EXEC_TIMEOUT,		/* killed after the timeout */
+	EXEC_KILLED,		/* killed on request (exec_kill) */
 };
 
 /* Why exec_start refused a task (nothing ran, nothing was persisted). */
@@ -68,13 +71,45 @@ enum exec_error {
 	EXEC_E_PREPARE,		/* cannot create the task dir or write its files */
 };
 
+/**
+ * Per-task cgroup hooks of the owner (the agent's process-tree layer,
+ * agent/tree.h): where cgroup v2 is usable each task runs in a cgroup of its
+ * own, so that its processes that left its session (setsid, a double fork)
+ * are counted and killed with it. create(name) returns a new cgroup dir
+ * (caller frees) or NULL; procs(cgroup) its cgroup.procs path (borrowed);
+ * count(cgroup) its live processes (-1 when unreadable); signal(cgroup, sig)
+ * signals them all (SIGKILL through cgroup.kill where it exists);
+ * remove(cgroup) removes it when empty.
+ */
+struct exec_tree {
+	char		*(*create)(const char *name);
+	const char	*(*procs)(const char *cgroup);
+	int		 (*count)(const char *cgroup);
+	void		 (*signal)(const char *cgroup, int sig);
+	void		 (*remove)(const char *cgroup);
+};
+
 struct exec_config {
 	const char	*workspace;	/* prefix of every task dir; created (0755)
 					   if missing; copied */
 	const char	*allowlist;	/* sha256 allow-list file; NULL or "" = no
 					   integrity check; copied */
 	int64_t		 kill_grace_ms;	/* SIGTERM -> SIGKILL, ms; <= 0 -> default */
+	const struct exec_tree *tree;	/* cgroup hooks (borrowed, must outlive the
+					   executor) or NULL: process group only */
+	const char	*taskdir;	/* where the task dirs <taskdir>/<id>/ live;
+					   NULL or "" = the workspace; created (0755)
+					   if missing; copied */
 };
+
+/**
+ * Live output hook: called from the event loop with each chunk the task
+ * wrote, in order, before it goes to output.log. id and data (len bytes, not
+ * NUL-terminated, any bytes) are borrowed for the call; stream is 1 for
+ * stdout, 2 for stderr (always 1 unless exec_request.split_stderr).
+ */
+typedef void (*exec_output_fn)(const char *id, int stream, const char *data,
+    size_t len, void *arg);
 
 struct exec_request {
 	const char	*id;		/* [A-Za-z0-9._-], 1..EXEC_ID_MAX chars, not
@@ -94,6 +129,10 @@ struct exec_request {
 	const char	*user;		/* run as this user; NULL or "" = the user
 					   running the agent */
 	int64_t		 timeout_ms;	/* <= 0: no timeout */
+	exec_output_fn	 on_output;	/* live output, or NULL */
+	void		*output_arg;	/* passed to on_output */
+	int		 split_stderr;	/* stderr on a pipe of its own (stream 2);
+					   else it shares stdout's */
 };
 
 /* A task's outcome, as persisted in result.json. */
@@ -152,6 +191,21 @@ const char *exec_workspace(const struct executor *e);
  */
 enum exec_error exec_start(struct executor *e, const struct exec_request *r,
     exec_done_fn fn, void *arg, char *err, size_t errlen);
+
+/**
+ * Kill running task id on request: SIGTERM to its process group, SIGKILL
+ * after the grace period; it ends as EXEC_KILLED ("killed on request") and
+ * its callback runs as usual. Returns 1 when the task was running (the kill
+ * is under way), 0 when no such task runs here (nothing done).
+ */
+int exec_kill(struct executor *e, const char *id);
+
+/**
+ * Back-pressure: pause != 0 stops reading task id's output (the task blocks
+ * once its pipe is full), 0 reads it again. The end of the task still drains
+ * the pipe. Returns 1 when the task runs here, 0 when not (nothing done).
+ */
+int exec_output_pause(struct executor *e, const char *id, int pause);
 
 /** Number of tasks running now. */
 int exec_running(const struct executor *e);
@@ -243,7 +297,7 @@ int exec_allowed(const char *allowlist, const void *data, size_t len,
 /** Lower-case hex sha256 of data into hex (65 bytes). */
 void exec_sha256_hex(const void *data, size_t len, char hex[65]);
 
-/** "RUNNING", "SUCCESS", "FAILURE" or "TIMEOUT". */
+/** "RUNNING", "SUCCESS", "FAILURE", "TIMEOUT" or "KILLED". */
 const char *exec_status_name(enum exec_status s);
 
 /** Free a result (NULL is fine). */

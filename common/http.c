@@ -611,6 +611,26 @@ http_post(const char *path, const char *content_type, const char *body,
 	return req_submit(r, cb, arg);
 }
 
+/* Redis task queue: POST JSON to an absolute URL without the agent's headers. */
+int
+http_post_url(const char *url, const char *body, http_cb cb, void *arg)
+{
+	struct http_req *r;
+
+	if (url == NULL || (strncmp(url, "http://", 7) != 0 &&
+	    strncmp(url, "https://", 8) != 0))
+		return -1;
+	r = json_req_new("POST", "", body);
+	curl_easy_setopt(r->easy, CURLOPT_URL, url);
+	set_proxy(r->easy, url);
+	curl_slist_free_all(r->headers);
+	r->headers = curl_slist_append(NULL,
+	    "Content-Type: application/json; charset=utf-8");
+	r->headers = curl_slist_append(r->headers, "Expect:");
+	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+	return req_submit(r, cb, arg);
+}
+
 /* Run a JSON call to the end (upgrader, tests). */
 int
 http_json_sync(const char *method, const char *path, const char *body,

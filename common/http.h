@@ -116,6 +116,15 @@ int http_post(const char *path, const char *content_type, const char *body,
     http_cb cb, void *arg);
 
 /**
+ * Redis task queue: start a POST of JSON body (copied) to url, an absolute
+ * http:// or https:// URL outside BK-CI: none of the agent's identity or
+ * secret headers are sent, only Content-Type. Same timeout, proxies and
+ * callback rule as http_json. Returns 0, or -1 when url is not http(s) or
+ * the request cannot be started (then cb is not called).
+ */
+int http_post_url(const char *url, const char *body, http_cb cb, void *arg);
+
+/**
  * Blocking JSON call; fills *res (free with http_result_free). Returns 0 when
  * a response arrived within the cap (res->ok), else -1 (res->error says why).
  */

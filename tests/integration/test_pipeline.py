@@ -309,3 +309,27 @@ def test_allowlist(install_dir, fakeci):
     assert final["status"] == "FAILURE"
     assert "is not in the allow-list" in final["response"]
     assert not (task_dir(install_dir, "allow2") / "output.log").exists()
+
+
+def test_timeout_kills_processes_that_left_the_session(install_dir, fakeci, tmp_path):
+    """A double-forked, setsid'd sleep is outside the task's process group and
+    session: only the task's cgroup finds it. Where cgroups are usable nothing
+    of the task is left after the timeout; elsewhere the agent says so."""
+    agent = start_agent(install_dir, fakeci, **{"devops.pipeline.timeout.sec": "2"})
+    mech = agent.wait_for_log(r"process-tree cleanup: ([^\n]*)").group(1)
+    if not mech.startswith("cgroup v2"):
+        pytest.skip(f"no writable cgroup v2 here ({mech}): escaped processes are "
+                    f"not tracked, as docs/pipeline.md says")
+    pid_file = tmp_path / "escaped.pid"
+    fakeci.queue_pipeline(
+        f"(setsid sh -c 'sleep 73123 & echo $! > {pid_file}' </dev/null >/dev/null 2>&1 &)\n"
+        "echo started\nsleep 73121", seq_id="escape-tree1")
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 20), \
+        agent.read_log()[-3000:]
+    escaped = int(pid_file.read_text())
+    assert os.getsid(escaped) != os.getsid(agent.pid)
+    final = wait_final(fakeci, agent, "escape-tree1")
+    assert final["status"] == "TIMEOUT"
+    assert not live_cmdlines("sleep 7312"), live_cmdlines("sleep 7312")
+    assert agent.running
+    assert_no_violations(fakeci)

@@ -71,7 +71,8 @@ wait_done(int want)
 static struct executor *
 new_exec(const char *allowlist, int64_t grace)
 {
-	struct exec_config c = { ws, allowlist, grace };
+	struct exec_config c = { .workspace = ws, .allowlist = allowlist,
+	    .kill_grace_ms = grace };
 	char err[256];
 	struct executor *e = exec_new(&c, err, sizeof(err));
 
