@@ -33,6 +33,10 @@ struct http_req {
 	char		*dest;		/* final path */
 	char		*etag;		/* md5 of dest sent as eTag, or NULL */
 	struct md5_stream *md5;
+	/* http_url_request */
+	long		 id;		/* > 0 for requests that can be cancelled */
+	http_stream_fn	 stream;	/* body sink of a streaming request */
+	void		*stream_arg;
 	struct http_req	*next;
 };
 
@@ -45,6 +49,7 @@ static struct {
 	char		*user_agent;
 	struct http_req	*reqs;		/* in flight */
 	int		 n;
+	long		 last_id;	/* ids of http_url_request */
 } H;
 
 /* The proxy lookup of the agent, or NULL (http_set_proxy_lookup). */
@@ -312,28 +317,58 @@ req_free(struct http_req *r)
 	free(r);
 }
 
-/* Build an easy handle with the shared settings. */
+/* An easy handle for url: the settings every request shares. */
 static struct http_req *
-req_new(const char *method, const char *path, const char *body)
+req_base(const char *url)
 {
 	struct http_req *r = xcalloc(1, sizeof(*r));
-	char *url = config_url(H.gateway, path), *h;
 
 	r->fd = -1;
 	if ((r->easy = curl_easy_init()) == NULL)
 		fatalx("http: curl_easy_init failed");
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
 	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_MAXREDIRS, 10L);
-	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent);
+	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent ?
+	    H.user_agent : "devopsAgent");
 	curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	return r;
+}
+
+/* Method and body of a request (POST/PUT carry body as given). */
+static void
+req_method(struct http_req *r, const char *method, const char *body,
+    const char *content_type)
+{
+	if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+		char *h = xasprintf("Content-Type: %s", content_type);
+
+		r->headers = curl_slist_append(r->headers, h);
+		free(h);
+		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE,
+		    (long)(body ? strlen(body) : 0));
+		curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body ? body : "");
+		if (strcmp(method, "PUT") == 0)
+			curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "PUT");
+	} else if (strcmp(method, "DELETE") == 0) {
+		curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+}
+
+/* Build an easy handle with the shared settings. */
+static struct http_req *
+req_new(const char *method, const char *path, const char *body)
+{
+	char *url = config_url(H.gateway, path), *h;
+	struct http_req *r = req_base(url);
+
+	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(r->easy, CURLOPT_MAXREDIRS, 10L);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
-	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	set_proxy(r->easy, url);
 	free(url);
 
@@ -348,18 +383,7 @@ req_new(const char *method, const char *path, const char *body)
 	r->headers = curl_slist_append(r->headers, h);
 	free(h);
 	r->headers = curl_slist_append(r->headers, "Expect:");
-
-	if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
-		r->headers = curl_slist_append(r->headers,
-		    "Content-Type: application/json; charset=utf-8");
-		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE,
-		    (long)(body ? strlen(body) : 0));
-		curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body ? body : "");
-		if (strcmp(method, "PUT") == 0)
-			curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "PUT");
-	} else if (strcmp(method, "DELETE") == 0) {
-		curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
-	}
+	req_method(r, method, body, "application/json; charset=utf-8");
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
 	return r;
 }
@@ -515,6 +539,90 @@ http_post(const char *path, const char *content_type, const char *body,
 	r->headers = list;
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
 	return req_submit(r, cb, arg);
+}
+
+/* Body sink of a streaming request: hand each chunk to the caller. */
+static size_t
+write_stream(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb;
+
+	if (r->stream(ptr, n, r->stream_arg) == -1) {
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "stream closed by the receiver");
+		return 0;
+	}
+	return n;
+}
+
+/* A request to any URL, without the BK-CI headers (see http.h). */
+long
+http_url_request(const char *method, const char *url, const char *body,
+    const struct http_url_opts *o, http_cb cb, void *arg)
+{
+	struct http_url_opts none;
+	struct http_req *r;
+
+	if (o == NULL) {
+		memset(&none, 0, sizeof(none));
+		o = &none;
+	}
+	r = req_base(url);
+	/* Direct: an environment proxy must not capture cluster traffic. */
+	curl_easy_setopt(r->easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "*");
+	if (o->connect_timeout_ms > 0)
+		curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
+		    o->connect_timeout_ms);
+	if (o->timeout_ms > 0)
+		curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+	else if (o->timeout_ms < 0 || o->stream == NULL)
+		curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, H.timeout_ms > 0 ?
+		    H.timeout_ms : (long)HTTP_DEFAULT_TIMEOUT_MS);
+	curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPIDLE, 10L);
+	curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPINTVL, 5L);
+	if (o->ca_file != NULL && *o->ca_file != '\0')
+		curl_easy_setopt(r->easy, CURLOPT_CAINFO, o->ca_file);
+	if (o->cert_file != NULL && *o->cert_file != '\0')
+		curl_easy_setopt(r->easy, CURLOPT_SSLCERT, o->cert_file);
+	if (o->key_file != NULL && *o->key_file != '\0')
+		curl_easy_setopt(r->easy, CURLOPT_SSLKEY, o->key_file);
+	r->headers = curl_slist_append(r->headers, "Expect:");
+	req_method(r, method, body, o->content_type != NULL ?
+	    o->content_type : "application/json");
+	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+	if (o->stream != NULL) {
+		r->stream = o->stream;
+		r->stream_arg = o->stream_arg;
+		curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_stream);
+	} else {
+		curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_body);
+	}
+	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+	r->id = ++H.last_id;
+	if (req_submit(r, cb, arg) == -1)
+		return -1;
+	return H.last_id;
+}
+
+/* Drop request id without its callback (see http.h). */
+void
+http_cancel(long id)
+{
+	struct http_req **pp;
+
+	for (pp = &H.reqs; id > 0 && *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->id == id) {
+			struct http_req *r = *pp;
+
+			*pp = r->next;
+			curl_multi_remove_handle(H.multi, r->easy);
+			H.n--;
+			req_free(r);
+			return;
+		}
 }
 
 /* Run a JSON call to the end (upgrader, tests). */
