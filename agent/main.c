@@ -15,6 +15,7 @@
 #include "agent.h"
 #include "child.h"
 #include "cli.h"
+#include "cron.h"
 #include "ev.h"
 #include "fsutil.h"
 #include "http.h"
@@ -182,12 +183,16 @@ main(int argc, char *argv[])
 	build_start();
 	cleanup_start();
 	pipeline_start();
+	/* Cron task source (docs/cron.md). */
+	cron_start();
 	upgrade_init();
 	poll_start();
 	ev_run();
 
 	/* Exit path: one more try at pending finish reports (outbox). */
 	pipeline_stop(3000);
+	/* Cron task source: stop its jobs, flush its log. */
+	cron_stop(3000);
 	outbox_flush(3000);
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",
 	    A.exit_code, build_total_count());
