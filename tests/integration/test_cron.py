@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (Agent, cleanup_install_dir, layout_install_dir, missing_binaries,
-                      wait_until, write_properties)
+from conftest import (Agent, cleanup_install_dir, kill_leftovers, layout_install_dir,
+                      missing_binaries, wait_until, write_properties)
 
 ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
@@ -199,7 +200,7 @@ def test_job_added_changed_deleted_live(etcd, agents):
 def test_kill_by_killer_key(etcd, agents):
     (agent,) = agents(1)
     wait_on(agent, r"cron: on:")
-    etcd.put_job("long", "echo started; sleep 60", "@every 1h" if False else "* * * * * * *")
+    etcd.put_job("long", "echo started; sleep 60", "* * * * * * *")
     wait_on(agent, r"cron long: running fire", timeout=15)
     etcd.ctl("del", "/cron/jobs/long")               # no new fire after this run
     etcd.ctl("put", "/cron/killer/long", "")
@@ -269,27 +270,38 @@ def test_three_agents_each_fire_once(etcd, agents):
     assert all(r["err"] == "" for a in trio for r in runs_of(a, "once"))
 
 
+def lock_lease(etcd, name):
+    """Lease id holding /cron/lock/<name>, or None when the key is absent."""
+    out = json.loads(etcd.ctl("get", f"/cron/lock/{name}", "-w", "json").stdout)
+    kvs = out.get("kvs") or []
+    return kvs[0].get("lease") if kvs else None
+
+
 def test_kill9_of_lock_holder_keeps_the_lock_until_the_lease_expires(etcd, agents):
-    trio = agents(2, devops_cron_lock_ttl_sec="4")
-    for a in trio:
+    pair = agents(2, devops_cron_lock_ttl_sec="3")
+    for a in pair:
         wait_on(a, r"cron: on:")
     etcd.put_job("hold", "sleep 30", "* * * * * * *")
-    holder = wait_until(lambda: next((a for a in trio if "cron hold: running fire"
-                                      in a.read_log()), None), timeout=15)
+    pattern = re.compile(r"cron hold: running fire \d+ \(lock held, lease (\d+)\)")
+    holder = wait_until(lambda: next((a for a in pair if pattern.search(a.read_log())), None),
+                        timeout=15)
     assert holder
-    other = [a for a in trio if a is not holder][0]
-    os.killpg(os.getpgid(holder.pid), signal.SIGKILL) if False else os.kill(holder.pid, signal.SIGKILL)
-    killed_at = time.time()
-    # the lock stays while the lease lives; no other agent runs meanwhile
-    assert etcd.get("/cron/lock/hold") is not None
-    gone = wait_until(lambda: etcd.get("/cron/lock/hold") is None or
-                      "cron hold: running fire" in other.read_log(), timeout=20, interval=0.1)
-    assert gone
-    started = [line for line in other.read_log().splitlines() if "cron hold: running fire" in line]
-    # if the other agent runs, it is only after the lock key went away
-    lease_gone_at = time.time()
-    assert lease_gone_at - killed_at >= 1.0 or not started
-    wait_on(other, r"cron hold: running fire", timeout=15)
+    lease = int(pattern.search(holder.read_log()).group(1))
+    other = pair[1] if holder is pair[0] else pair[0]
+    assert lock_lease(etcd, "hold") == lease
+    os.kill(holder.pid, signal.SIGKILL)
+    # Until etcd drops the dead agent's lease, its lock stands and the other
+    # agent, which tries every second, never runs the job.
+    while True:
+        ran = pattern.search(other.read_log())
+        held = lock_lease(etcd, "hold")
+        if held != lease:
+            break
+        assert ran is None, "ran while the killed agent's lease still held the lock"
+        time.sleep(0.1)
+    assert wait_until(lambda: pattern.search(other.read_log()), timeout=15)
+    assert int(pattern.search(other.read_log()).group(1)) != lease
+    kill_leftovers(holder.install_dir)               # the killed agent's own sleep
 
 
 def test_etcd_restarted(etcd, agents):
