@@ -305,6 +305,8 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 				    "of at least 1s", d);
 				return -1;
 			}
+			/* Fires are whole seconds (robfig/cron rounds the same way). */
+			out->every_ms -= out->every_ms % 1000;
 			return 0;
 		}
 		for (i = 0; i < sizeof(macros) / sizeof(macros[0]); i++)

@@ -17,7 +17,7 @@
  * either matches (crontab(5)); when only one is, that one decides.
  * Macros: @yearly @annually @monthly @weekly @daily @midnight @hourly, and
  * "@every <duration>" (Go duration: "90s", "5m", "1h30m"; units h m s ms;
- * at least 1 s) whose fires are the multiples of the duration since the
+ * at least 1 s, rounded down to whole seconds) whose fires are the multiples of the duration since the
  * Unix epoch, so every machine computes the same plan times.
  * Not supported (refused with a message): gorhill's L, W, LW and '#'.
  */
