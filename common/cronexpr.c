@@ -165,7 +165,8 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 				if (value_read(fd, &s, ie, &hi) == -1)
 					return item_bad(fd, item, ie, err, errlen);
 			} else if (s < ie && *s == '/') {
-				hi = fd->hi;
+				/* gorhill: "N/STEP" runs to the field's top (Saturday). */
+				hi = f == F_DOW ? 6 : fd->hi;
 			}
 		}
 		if (s < ie && *s == '/') {
@@ -182,9 +183,9 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 		/* gorhill: a bare '*' or '?' item leaves the day field free. */
 		if (star && step == 1)
 			any_star = 1;
-		if (step > fd->hi) {
+		if (step > (f == F_DOW ? 6 : fd->hi)) {
 			seterr(err, errlen, "%s: step %d larger than %d", fd->what,
-			    step, fd->hi);
+			    step, f == F_DOW ? 6 : fd->hi);
 			return -1;
 		}
 		if (lo < fd->lo || lo > fd->hi || hi < fd->lo || hi > fd->hi) {

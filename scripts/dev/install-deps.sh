@@ -21,6 +21,9 @@ set -eu
 pkgs_build="build-essential pkg-config libcurl4-openssl-dev libcjson-dev
 libiniparser-dev libssl-dev libarchive-dev"
 pkgs_test="python3 python3-pytest shellcheck valgrind unzip zip procps curl"
+# Cron task source: a real etcd and etcdctl for its tests, croniter as the
+# oracle of the cron expression parser.
+pkgs_test="$pkgs_test etcd-server etcd-client python3-croniter"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
 

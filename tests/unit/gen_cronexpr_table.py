@@ -10,9 +10,14 @@
 
 Run it again after changing the expression lists:
     /usr/bin/python3 tests/unit/gen_cronexpr_table.py > tests/unit/cronexpr_table.h
+
+With "--random N [SEED]" it prints N fresh rows instead, tab-separated
+(expr, zone, utc, from, next), for random 5-field expressions: the unit test
+(test_cron.c) reads them through popen() so every run meets new cases.
 """
 
 import calendar
+import random
 import re
 import sys
 from datetime import datetime, timezone
@@ -76,7 +81,92 @@ def croniter_rows():
     return rows
 
 
+def random_field(rng, lo, hi, names=None):
+    """One random field in the grammar croniter and gorhill read alike."""
+    items = []
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        kind = rng.choice(["star", "one", "range", "star-step", "range-step", "from-step"])
+        a = rng.randint(lo, hi)
+        b = rng.randint(a, hi)
+        step = rng.randint(1, max(1, (hi - lo) // 2))
+        name = (lambda v: names[v - lo] if names and rng.random() < 0.5 else str(v))
+        if kind == "star":
+            return "*"
+        if kind == "one":
+            items.append(name(a))
+        elif kind == "range":
+            items.append(f"{name(a)}-{name(b)}")
+        elif kind == "star-step":
+            items.append(f"*/{step}")
+        elif kind == "range-step":
+            items.append(f"{a}-{b}/{step}")
+        else:
+            items.append(f"{a}/{step}")
+    return ",".join(items)
+
+
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+
+
+def expand(field, lo, hi, names=None):
+    """The values a field names (our reading), to spot where the oracles differ."""
+    def val(t):
+        return names.index(t) + lo if names and t in names else int(t)
+    out = set()
+    for item in field.split(","):
+        rng, _, step = item.partition("/")
+        if rng == "*":
+            a, b = lo, hi
+        elif "-" in rng:
+            a, b = (val(x) for x in rng.split("-"))
+        else:
+            a = val(rng)
+            b = hi if step else a
+        out.update(range(a, b + 1, int(step or 1)))
+    return out
+
+
+def comparable(dom, dow):
+    """croniter reads a day field naming every day as '*' (gorhill does not), and
+    "N/STEP" in the weekday field as running to 7; leave those cases out."""
+    if any("/" in i and not i.startswith("*") and "-" not in i for i in dow.split(",")):
+        return False
+    if dom != "*" and expand(dom, 1, 31) == set(range(1, 32)):
+        return False
+    if dow != "*" and expand(dow, 0, 6, DAYS) >= set(range(0, 7)):
+        return False
+    return True
+
+
+def random_rows(n, seed):
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        expr = " ".join([random_field(rng, 0, 59), random_field(rng, 0, 23),
+                         random_field(rng, 1, 31), random_field(rng, 1, 12, MONTHS),
+                         random_field(rng, 0, 6, DAYS)])
+        if not comparable(expr.split()[2], expr.split()[4]):
+            continue
+        zone, utc = rng.choice(ZONES)
+        start = rng.randint(946684800, 3786825600)          # 2000 .. 2090
+        try:
+            base = datetime.fromtimestamp(start, ZoneInfo(zone))
+            nxt = int(croniter(expr, base).get_next(datetime).timestamp())
+        except Exception:                                   # croniter refuses or finds none
+            continue
+        if nxt > 4102444799:                                # beyond 2099: not comparable
+            continue
+        out.append(f"{expr}\t{zone}\t{utc}\t{start}\t{nxt}")
+    return out
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--random":
+        seed = int(sys.argv[3]) if len(sys.argv) > 3 else random.randrange(1 << 30)
+        print(f"# seed {seed}")
+        print("\n".join(random_rows(int(sys.argv[2]), seed)))
+        return
     rows = gorhill_rows()
     ng = len(rows)
     rows += croniter_rows()

@@ -58,6 +58,68 @@ TEST(oracle_table)
 	zone_set("UTC");
 }
 
+/*
+ * Fresh random 5-field expressions against python3-croniter (live oracle,
+ * through gen_cronexpr_table.py --random). Skipped loudly when python3 or
+ * croniter is missing (scripts/dev/install-deps.sh test installs both).
+ */
+TEST(croniter_live)
+{
+	FILE *p = popen("/usr/bin/python3 tests/unit/gen_cronexpr_table.py "
+	    "--random 400 2>/dev/null", "r");
+	char line[1024], seed[64] = "?";
+	int rows = 0, bad = 0;
+
+	if (p == NULL) {
+		fprintf(stderr, "  SKIP croniter_live: cannot start python3\n");
+		return;
+	}
+	while (fgets(line, sizeof(line), p) != NULL) {
+		char *f[5], *save = NULL, *q = line;
+		struct cronexpr c;
+		char err[200];
+		long long from, next;
+		int64_t got;
+		int i;
+
+		if (line[0] == '#') {
+			snprintf(seed, sizeof(seed), "%.60s", line + 2);
+			seed[strcspn(seed, "\n")] = '\0';
+			continue;
+		}
+		line[strcspn(line, "\n")] = '\0';
+		for (i = 0; i < 5; i++, q = NULL)
+			if ((f[i] = strtok_r(q, "\t", &save)) == NULL)
+				break;
+		if (i < 5)
+			continue;
+		from = strtoll(f[3], NULL, 10);
+		next = strtoll(f[4], NULL, 10);
+		zone_set(f[1]);
+		rows++;
+		if (cronexpr_parse(f[0], &c, err, sizeof(err)) == -1) {
+			fprintf(stderr, "  '%s': %s (croniter accepts it)\n", f[0], err);
+			bad++;
+			continue;
+		}
+		got = cronexpr_next(&c, from * 1000, f[2][0] == '1');
+		if (got != next * 1000) {
+			if (bad < 10)
+				fprintf(stderr, "  '%s' %s from %lld: got %lld, croniter %lld "
+				    "(%s)\n", f[0], f[1], from, (long long)(got / 1000),
+				    next, seed);
+			bad++;
+		}
+	}
+	if (pclose(p) != 0 || rows == 0) {
+		fprintf(stderr, "  SKIP croniter_live: no oracle (python3-croniter "
+		    "missing?)\n");
+		return;
+	}
+	CHECK(bad == 0);
+	zone_set("UTC");
+}
+
 /* Fields, names, macros, @every, the year field. */
 TEST(forms)
 {
@@ -264,6 +326,7 @@ int
 main(void)
 {
 	RUN(oracle_table);
+	RUN(croniter_live);
 	RUN(forms);
 	RUN(refusals);
 	RUN(dst_zone);
