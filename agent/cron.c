@@ -286,6 +286,10 @@ static struct {
 	char		*state_path;
 	/* list + watch */
 	struct timer	 list_timer;
+	struct timer	 watch_timer;
+	struct timer	 killer_timer;
+	int		 relist;	/* history compacted: list again */
+	int		 killer_restart;
 	int64_t		 backoff;
 	int		 listing;
 	long		 watch_id, killer_id;
@@ -1059,33 +1063,56 @@ job_kv(const cJSON *kv, int deleted)
 
 /* ------------------------------------------------------------ list + watch */
 
-/* Retry the list after a growing delay. */
-static void
-list_retry(const char *why)
+/*
+ * The jobs: a range read of <prefix>jobs/, then a watch from the next
+ * revision. A broken watch starts again from the revision after the last
+ * one seen (after a backoff when etcd failed), so no change is missed; a
+ * compacted revision (etcd no longer has that history) or a watch etcd
+ * cancelled leads to a new list, which replaces the table. Fires follow the
+ * plan times of the table, never events, so a list cannot double or drop
+ * one: a job whose expression did not change keeps its next plan time.
+ */
+
+/* The next backoff delay, ms. */
+static int64_t
+backoff_next(void)
 {
 	C.backoff = C.backoff == 0 ? BACKOFF_MIN_MS : C.backoff * 2;
 	if (C.backoff > BACKOFF_MAX_MS)
 		C.backoff = BACKOFF_MAX_MS;
+	return C.backoff;
+}
+
+/* Retry the list after a growing delay. */
+static void
+list_retry(const char *why)
+{
+	int64_t d = backoff_next();
+
 	log_warnx("cron: %s; listing the jobs again in %" PRId64 " ms (keeping "
-	    "the %s known jobs)", why, C.backoff, C.jobs ? "last" : "no");
-	timer_set(&C.list_timer, C.backoff);
+	    "the %s known jobs)", why, d, C.jobs ? "last" : "no");
+	timer_set(&C.list_timer, d);
 }
 
 /* One watch message of the jobs prefix. */
 static void
 watch_msg(const cJSON *res, void *arg)
 {
-	const cJSON *ev, *hdr = cJSON_GetObjectItemCaseSensitive(res, "header");
+	const cJSON *ev;
 	int64_t compact = etcd_int(res, "compact_revision", 0);
 
 	(void)arg;
-	if (compact > 0) {
-		/* Gone history: re-list; fires follow plan times, not events. */
-		log_warnx("cron: watch revision %" PRId64 " compacted (now %" PRId64
-		    "); listing again", C.rev + 1, compact);
-		C.rev = 0;
+	if (compact > 0 || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res,
+	    "canceled"))) {
+		/* The loop, not this stream callback, cancels the stream. */
+		log_warnx("cron: watch from revision %" PRId64 " %s; listing again",
+		    C.rev + 1, compact > 0 ? "was compacted" : "cancelled by etcd");
+		C.relist = 1;
+		timer_set(&C.list_timer, 0);
 		return;
 	}
+	if (C.relist)
+		return;
 	cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(res, "events")) {
 		const cJSON *t = cJSON_GetObjectItemCaseSensitive(ev, "type");
 		const cJSON *kv = cJSON_GetObjectItemCaseSensitive(ev, "kv");
@@ -1096,13 +1123,34 @@ watch_msg(const cJSON *res, void *arg)
 		if (mr > C.rev)
 			C.rev = mr;
 	}
-	if (etcd_int(hdr, "revision", 0) > C.rev &&
-	    cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(res, "events")) > 0)
-		C.rev = etcd_int(hdr, "revision", 0);
 	C.backoff = 0;
 }
 
-/* The jobs watch ended: watch again, or list again. */
+static void watch_done(const struct etcd_reply *r, void *arg);
+
+/* (Re)start the jobs watch after the last revision seen. */
+static void
+watch_start(void *arg)
+{
+	(void)arg;
+	if (C.stopping || C.watch_id > 0)
+		return;
+	if (C.relist || C.rev == 0) {
+		list_start(NULL);
+		return;
+	}
+	C.watch_id = etcd_watch(C.jobs_prefix, C.rev + 1, WATCH_MAX_MS, watch_msg,
+	    watch_done, NULL);
+	if (C.watch_id == -1) {
+		C.watch_id = 0;
+		timer_set(&C.watch_timer, backoff_next());
+		return;
+	}
+	if (C.killer_id == 0)
+		killer_watch_start();
+}
+
+/* The jobs watch ended: watch again from where it stopped, or list again. */
 static void
 watch_done(const struct etcd_reply *r, void *arg)
 {
@@ -1110,12 +1158,18 @@ watch_done(const struct etcd_reply *r, void *arg)
 	C.watch_id = 0;
 	if (C.stopping)
 		return;
-	if (strstr(r->error, "time bound") != NULL) {
-		log_debug("cron: %s; listing again", r->error);
+	if (C.relist) {
 		timer_set(&C.list_timer, 0);
 		return;
 	}
-	list_retry(r->error);
+	if (strstr(r->error, "time bound") != NULL) {
+		log_debug("cron: %s; watching again", r->error);
+		timer_set(&C.watch_timer, 0);
+		return;
+	}
+	log_warnx("cron: %s; watching again in %" PRId64 " ms (keeping the last "
+	    "known jobs)", r->error, backoff_next());
+	timer_set(&C.watch_timer, C.backoff);
 }
 
 /* The list answer: replace the job table, then watch from the next revision. */
@@ -1144,21 +1198,14 @@ list_done(const struct etcd_reply *r, void *arg)
 	}
 	C.rev = etcd_int(cJSON_GetObjectItemCaseSensitive(r->json, "header"),
 	    "revision", 0);
+	C.relist = 0;
 	log_info("cron: %d job key(s) at revision %" PRId64 " from %s",
 	    cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r->json, "kvs")),
 	    C.rev, etcd_endpoint());
-	C.watch_id = etcd_watch(C.jobs_prefix, C.rev + 1, WATCH_MAX_MS, watch_msg,
-	    watch_done, NULL);
-	if (C.watch_id == -1) {
-		C.watch_id = 0;
-		list_retry("cannot start the watch");
-		return;
-	}
-	if (C.killer_id == 0)
-		killer_watch_start();
+	watch_start(NULL);
 }
 
-/* List every job (the first time, and after any watch break). */
+/* List every job (at start and after a compaction). */
 static void
 list_start(void *arg)
 {
@@ -1169,6 +1216,7 @@ list_start(void *arg)
 		etcd_watch_cancel(C.watch_id);
 		C.watch_id = 0;
 	}
+	timer_cancel(&C.watch_timer);
 	if (etcd_range_prefix(C.jobs_prefix, list_done, NULL) == 0)
 		C.listing = 1;
 	else
@@ -1183,6 +1231,14 @@ killer_msg(const cJSON *res, void *arg)
 	size_t n = strlen(C.killer_prefix);
 
 	(void)arg;
+	if (etcd_int(res, "compact_revision", 0) > 0 ||
+	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "canceled"))) {
+		/* Kills are live orders: start again from now. */
+		C.killer_rev = 0;
+		C.killer_restart = 1;
+		timer_set(&C.killer_timer, 0);
+		return;
+	}
 	cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(res, "events")) {
 		const cJSON *t = cJSON_GetObjectItemCaseSensitive(ev, "type");
 		const cJSON *kv = cJSON_GetObjectItemCaseSensitive(ev, "kv");
@@ -1204,7 +1260,7 @@ killer_msg(const cJSON *res, void *arg)
 	}
 }
 
-/* The killer watch ended: watch again after a pause, from where it stopped. */
+/* The killer watch ended: start it again (after a pause on errors). */
 static void
 killer_done(const struct etcd_reply *r, void *arg)
 {
@@ -1213,8 +1269,21 @@ killer_done(const struct etcd_reply *r, void *arg)
 	if (C.stopping)
 		return;
 	log_debug("cron: killer watch: %s", r->error);
-	/* Restarted by the next successful list (after the backoff). */
-	if (strstr(r->error, "time bound") != NULL)
+	timer_set(&C.killer_timer, strstr(r->error, "time bound") != NULL ?
+	    0 : BACKOFF_MIN_MS * 4);
+}
+
+/* Timer: restart the killer watch. */
+static void
+killer_timer_fn(void *arg)
+{
+	(void)arg;
+	if (C.killer_restart && C.killer_id > 0) {
+		etcd_watch_cancel(C.killer_id);
+		C.killer_id = 0;
+	}
+	C.killer_restart = 0;
+	if (C.killer_id == 0 && !C.stopping)
 		killer_watch_start();
 }
 
@@ -1222,13 +1291,14 @@ killer_done(const struct etcd_reply *r, void *arg)
 static void
 killer_watch_start(void)
 {
-	int64_t from = C.killer_rev > 0 ? C.killer_rev + 1 :
-	    (C.rev > 0 ? C.rev + 1 : 0);
+	int64_t from = C.killer_rev > 0 ? C.killer_rev + 1 : 0;
 
 	C.killer_id = etcd_watch(C.killer_prefix, from, WATCH_MAX_MS, killer_msg,
 	    killer_done, NULL);
-	if (C.killer_id == -1)
+	if (C.killer_id == -1) {
 		C.killer_id = 0;
+		timer_set(&C.killer_timer, BACKOFF_MIN_MS * 4);
+	}
 }
 
 /* ------------------------------------------------------------ start/stop */
@@ -1319,6 +1389,8 @@ cron_start(void)
 	    A.cfg.cron_log_file_max, LOG_KEEP);
 	free(logpath);
 	timer_init(&C.list_timer, "cron list", list_start, NULL);
+	timer_init(&C.watch_timer, "cron watch", watch_start, NULL);
+	timer_init(&C.killer_timer, "cron killer", killer_timer_fn, NULL);
 	timer_init(&C.tick, "cron tick", tick_fn, NULL);
 	timer_init(&C.commit_timer, "cron log commit", log_commit, NULL);
 	timer_init(&C.prune_timer, "cron prune", prune_fn, NULL);
@@ -1345,6 +1417,8 @@ cron_stop(int64_t budget_ms)
 	C.stopping = 1;
 	timer_cancel(&C.tick);
 	timer_cancel(&C.list_timer);
+	timer_cancel(&C.watch_timer);
+	timer_cancel(&C.killer_timer);
 	timer_cancel(&C.prune_timer);
 	if (C.watch_id > 0)
 		etcd_watch_cancel(C.watch_id);

@@ -319,3 +319,26 @@ def test_etcd_restarted(etcd, agents):
     assert wait_until(lambda: len(runs_of(agent, "r")) > before + 1, timeout=40), \
         agent.read_log()[-3000:]
     assert agent.running
+
+
+def test_compacted_watch_lists_again_without_double_fires(etcd, agents):
+    (agent,) = agents(1)
+    wait_on(agent, r"cron: on:")
+    etcd.put_job("c", "echo v1", "* * * * * * *")
+    assert wait_until(lambda: runs_of(agent, "c"), timeout=15)
+    # Freeze the agent, break its watch (etcd restart), change the job and
+    # compact the history the agent would resume from.
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        etcd.stop()
+        etcd.start()
+        etcd.put_job("c", "echo v2", "* * * * * * *")
+        rev = json.loads(etcd.ctl("get", "/cron/jobs/c", "-w", "json").stdout)["header"]["revision"]
+        etcd.ctl("compact", str(rev))
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    wait_on(agent, r"cron: watch from revision \d+ was compacted; listing again", timeout=30)
+    assert wait_until(lambda: any(r["output"].strip().endswith("v2") for r in runs_of(agent, "c")),
+                      timeout=20), agent.read_log()[-3000:]
+    plans = [r["planTime"] for r in runs_of(agent, "c")]
+    assert len(plans) == len(set(plans))
