@@ -167,16 +167,19 @@ def test_every_second_fires_on_plan_time(etcd, agents):
     assert len(etcd.get("/cron/fired/tick")) == 16
 
 
-def test_overlap_is_skipped(etcd, agents):
+def test_overlap_is_skipped_and_the_lease_outlives_its_ttl(etcd, agents):
     (agent,) = agents(1)
     wait_on(agent, r"cron: on:")
-    etcd.put_job("slow", "sleep 2.5", "* * * * * * *")
+    # 6 s of work under a 5 s lease: only the keep-alives keep the lock.
+    etcd.put_job("slow", "sleep 6; echo done", "* * * * * * *")
     wait_on(agent, r"cron slow: fire \d+ skipped: the previous run \(\d+\) is still running",
             timeout=20)
-    assert wait_until(lambda: len(runs_of(agent, "slow")) >= 2, timeout=20)
-    recs = sorted(runs_of(agent, "slow"), key=lambda r: r["startTime"])
-    for a, b in zip(recs, recs[1:]):
-        assert b["startTime"] >= a["endTime"]          # never two at once
+    assert wait_until(lambda: runs_of(agent, "slow"), timeout=20)
+    etcd.ctl("del", "/cron/jobs/slow")
+    rec = runs_of(agent, "slow")[0]
+    assert rec["err"] == "" and rec["output"].strip().endswith("done")
+    assert rec["endTime"] - rec["startTime"] >= 6000
+    assert "lock lost" not in agent.read_log()
 
 
 def test_job_added_changed_deleted_live(etcd, agents):
@@ -342,3 +345,26 @@ def test_compacted_watch_lists_again_without_double_fires(etcd, agents):
                       timeout=20), agent.read_log()[-3000:]
     plans = [r["planTime"] for r in runs_of(agent, "c")]
     assert len(plans) == len(set(plans))
+
+
+def test_restart_never_runs_a_fire_twice(etcd, agents):
+    (agent,) = agents(1)
+    wait_on(agent, r"cron: on:")
+    etcd.put_job("again", "sleep 1.5; echo $CRON_PLAN_TIME_MS", "* * * * * * *")
+    wait_on(agent, r"cron again: running fire", timeout=15)
+    os.kill(agent.pid, signal.SIGKILL)                 # mid-run, nothing logged yet
+    agent.wait(10)
+    kill_leftovers(agent.install_dir)
+    state = json.loads((Path(agent.install_dir) / "cron_tasks" / "cron-state.json").read_text())
+    last = state["again"]
+    second = Agent(agent.install_dir, fast=True).start()
+    try:
+        wait_on(second, r"cron cron-again-\d+: logging the result left by the previous agent")
+        assert wait_until(lambda: len(runs_of(second, "again")) >= 3, timeout=20)
+        recs = runs_of(second, "again")
+        assert recs[0]["planTime"] == last and "interrupted" in recs[0]["err"]
+        plans = [r["planTime"] for r in recs]
+        assert len(plans) == len(set(plans))
+        assert all(p > last for p in plans[1:])
+    finally:
+        second.stop()
