@@ -373,7 +373,7 @@ state_set(const char *name, int64_t plan)
 	return rc;
 }
 
-/* Drop state entries of jobs that no longer exist (called after a list). */
+/* Load the state file; a missing or broken one starts empty. */
 static void
 state_load(void)
 {

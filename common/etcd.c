@@ -21,10 +21,14 @@ static struct {
 
 /* One unary call in flight. */
 struct call {
-	etcd_cb	 cb;
-	void	*arg;
-	int	 ep;		/* endpoint index it went to */
+	etcd_cb		 cb;
+	void		*arg;
+	int		 ep;		/* endpoint index it went to */
+	long		 id;		/* http_url_request id */
+	struct call	*next;
 };
+
+static struct call *calls;	/* in flight, for etcd_shutdown */
 
 /* One watch stream. */
 struct watch {
@@ -100,6 +104,13 @@ etcd_shutdown(void)
 
 	while (watches != NULL)
 		etcd_watch_cancel(watches->id);
+	while (calls != NULL) {
+		struct call *c = calls;
+
+		calls = c->next;
+		http_cancel(c->id);
+		free(c);
+	}
 	for (i = 0; i < E.n; i++)
 		free(E.ep[i]);
 	free(E.ca);
@@ -156,7 +167,13 @@ call_done(struct http_result *res, void *arg)
 	struct etcd_reply r;
 	char err[512];
 	cJSON *j = NULL;
+	struct call **pp;
 
+	for (pp = &calls; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
 	memset(&r, 0, sizeof(r));
 	if (!res->ok) {
 		snprintf(err, sizeof(err), "etcd %s: %s", E.n > 0 ?
@@ -210,6 +227,9 @@ etcd_call(const char *path, cJSON *body, etcd_cb cb, void *arg)
 		free(c);
 		return -1;
 	}
+	c->id = id;
+	c->next = calls;
+	calls = c;
 	return 0;
 }
 

@@ -48,7 +48,7 @@ typedef void (*etcd_cb)(const struct etcd_reply *r, void *arg);
 
 /** Set up the client; 0, or -1 with err (errlen bytes) when no endpoint is usable. */
 int etcd_init(const struct etcd_config *c, char *err, size_t errlen);
-/** Forget the configuration (pending calls are not cancelled). */
+/** Forget the configuration; calls and watches in flight are dropped without their callbacks. */
 void etcd_shutdown(void);
 /** Base URL of the current endpoint (borrowed) or "". */
 const char *etcd_endpoint(void);
