@@ -368,3 +368,27 @@ def test_restart_never_runs_a_fire_twice(etcd, agents):
         assert all(p > last for p in plans[1:])
     finally:
         second.stop()
+
+
+def test_silent_etcd_never_blocks_the_bk_ci_loops(tmp_path, fakeci):
+    """An etcd endpoint that accepts connections and never answers: the
+    server poll goes on at its pace while every cron call times out."""
+    if missing_binaries():
+        pytest.skip("C binaries not built")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)                                  # accepted by the kernel, never read
+    root = layout_install_dir(tmp_path / "install", fakeci)
+    write_properties(root, fakeci, {"devops.cron.etcd": f"127.0.0.1:{silent.getsockname()[1]}"})
+    agent = Agent(root, fast=True).start()
+    try:
+        agent.wait_for_log(r"cron: on:", timeout=10)
+        before = fakeci.count("requests", "/ask")
+        assert fakeci.wait_for("requests", before + 3, timeout=20, path_contains="/ask")
+        agent.wait_for_log(r"cron: etcd http://127\.0\.0\.1:\d+: .*; listing the jobs again in \d+ ms",
+                           timeout=20)
+        assert agent.running
+    finally:
+        agent.stop()
+        silent.close()
+        cleanup_install_dir(root)
