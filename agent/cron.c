@@ -52,11 +52,11 @@
 #define STATE_FILE		"cron-state.json"
 #define LOG_FILE		"logs/cron-jobs.jsonl"
 #define LOG_KEEP		3
-#define BACKOFF_MIN_MS		500
-#define BACKOFF_MAX_MS		30000
-#define WATCH_MAX_MS		(5 * 60 * 1000)	/* re-list at least this often */
+#define BACKOFF_MIN_MS		INT64_C(500)
+#define BACKOFF_MAX_MS		INT64_C(30000)
+#define WATCH_MAX_MS		(INT64_C(5) * 60 * 1000)	/* re-list at least this often */
 #define KILL_GRACE_MS		5000
-#define PRUNE_PERIOD_MS		(10 * 60 * 1000)
+#define PRUNE_PERIOD_MS		(INT64_C(10) * 60 * 1000)
 #define PRUNE_AGE_SEC		3600
 #define TICK_MAX_MS		1000
 
@@ -381,7 +381,7 @@ state_load(void)
 	size_t len = 0;
 
 	C.state = NULL;
-	if (fs_read_file(C.state_path, 1024 * 1024, &text, &len) == 0)
+	if (fs_read_file(C.state_path, (size_t)1024 * 1024, &text, &len) == 0)
 		C.state = cJSON_ParseWithLength(text, len);
 	free(text);
 	if (!cJSON_IsObject(C.state)) {
@@ -463,7 +463,7 @@ output_tail(const char *s)
 
 	if (n <= CRON_OUTPUT_MAX)
 		return s;
-	p = s + n - CRON_OUTPUT_MAX;
+	p = s + (n - CRON_OUTPUT_MAX);
 	while (*p != '\0' && ((unsigned char)*p & 0xc0) == 0x80)
 		p++;
 	return p;
@@ -544,7 +544,7 @@ task_signal(const char *id, int sig)
 	cJSON *j;
 	int rc = -1;
 
-	if (fs_read_file(path, 1024 * 1024, &text, &len) == 0 &&
+	if (fs_read_file(path, (size_t)1024 * 1024, &text, &len) == 0 &&
 	    (j = cJSON_ParseWithLength(text, len)) != NULL) {
 		(void)json_get_ll(j, "pid", &pid, NULL);
 		(void)json_get_ll(j, "procStart", &pstart, NULL);
@@ -1189,8 +1189,9 @@ list_done(const struct etcd_reply *r, void *arg)
 	}
 	for (j = C.jobs; j != NULL; j = j->next)
 		j->seen = 0;
-	cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(r->json, "kvs"))
+	cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(r->json, "kvs")) {
 		job_kv(kv, 0);
+	}
 	for (j = C.jobs; j != NULL; j = next) {
 		next = j->next;
 		if (!j->seen)

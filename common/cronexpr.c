@@ -383,7 +383,8 @@ tm_break(time_t t, struct tm *tm, int utc)
 static int
 day_ok(const struct cronexpr *c, const struct tm *tm)
 {
-	int d = (c->dom >> tm->tm_mday) & 1, w = (c->dow >> tm->tm_wday) & 1;
+	int d = (int)((c->dom >> tm->tm_mday) & 1);
+	int w = (int)((c->dow >> tm->tm_wday) & 1);
 
 	if (!c->dom_any && !c->dow_any)
 		return d || w;
