@@ -289,6 +289,10 @@ static struct {
 	struct timer	 watch_timer;
 	struct timer	 killer_timer;
 	int		 relist;	/* history compacted: list again */
+	int64_t		 list_rev;	/* revision of the list being read */
+	char		*list_after;	/* last key of the previous page */
+	size_t		 list_after_len;
+	int		 list_keys;
 	int		 killer_restart;
 	int64_t		 backoff;
 	int		 listing;
@@ -308,6 +312,7 @@ static struct {
 } C;
 
 static void list_start(void *arg);
+static void list_done(const struct etcd_reply *r, void *arg);
 static void tick_fn(void *arg);
 static void killer_watch_start(void);
 
@@ -1172,12 +1177,31 @@ watch_done(const struct etcd_reply *r, void *arg)
 	timer_set(&C.watch_timer, C.backoff);
 }
 
-/* The list answer: replace the job table, then watch from the next revision. */
+/* Ask for the next page of the list (after the key C.list_after). */
+static int
+list_page(void)
+{
+	if (etcd_range_page(C.jobs_prefix, C.list_after, C.list_after_len,
+	    C.list_rev, list_done, NULL) == -1)
+		return -1;
+	C.listing = 1;
+	return 0;
+}
+
+/*
+ * A page of the list: apply its jobs; after the last page drop the jobs no
+ * longer listed and watch from the next revision. Pages are read at the
+ * revision of the first, so the list is one consistent snapshot; they are
+ * small (ETCD_PAGE_KEYS keys) so that large values cannot make an answer
+ * too big to read.
+ */
 static void
 list_done(const struct etcd_reply *r, void *arg)
 {
-	const cJSON *kv;
+	const cJSON *kv, *kvs;
 	struct job *j, *next;
+	char *last = NULL;
+	size_t last_len = 0;
 
 	(void)arg;
 	C.listing = 0;
@@ -1187,22 +1211,39 @@ list_done(const struct etcd_reply *r, void *arg)
 		list_retry(r->error);
 		return;
 	}
-	for (j = C.jobs; j != NULL; j = j->next)
-		j->seen = 0;
-	cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(r->json, "kvs")) {
-		job_kv(kv, 0);
+	if (C.list_rev == 0) {
+		C.list_rev = etcd_int(cJSON_GetObjectItemCaseSensitive(r->json,
+		    "header"), "revision", 0);
+		C.list_keys = 0;
+		for (j = C.jobs; j != NULL; j = j->next)
+			j->seen = 0;
 	}
+	kvs = cJSON_GetObjectItemCaseSensitive(r->json, "kvs");
+	cJSON_ArrayForEach(kv, kvs) {
+		job_kv(kv, 0);
+		C.list_keys++;
+		free(last);
+		last = etcd_b64_member(kv, "key", &last_len);
+	}
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "more")) &&
+	    last != NULL && last_len > 0) {
+		free(C.list_after);
+		C.list_after = last;
+		C.list_after_len = last_len;
+		if (list_page() == -1)
+			list_retry("cannot read the next page of the list");
+		return;
+	}
+	free(last);
 	for (j = C.jobs; j != NULL; j = next) {
 		next = j->next;
 		if (!j->seen)
 			job_remove(j->def.name, "no longer in etcd");
 	}
-	C.rev = etcd_int(cJSON_GetObjectItemCaseSensitive(r->json, "header"),
-	    "revision", 0);
+	C.rev = C.list_rev;
 	C.relist = 0;
 	log_info("cron: %d job key(s) at revision %" PRId64 " from %s",
-	    cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r->json, "kvs")),
-	    C.rev, etcd_endpoint());
+	    C.list_keys, C.rev, etcd_endpoint());
 	watch_start(NULL);
 }
 
@@ -1218,9 +1259,11 @@ list_start(void *arg)
 		C.watch_id = 0;
 	}
 	timer_cancel(&C.watch_timer);
-	if (etcd_range_prefix(C.jobs_prefix, list_done, NULL) == 0)
-		C.listing = 1;
-	else
+	C.list_rev = 0;
+	free(C.list_after);
+	C.list_after = NULL;
+	C.list_after_len = 0;
+	if (list_page() == -1)
 		list_retry("cannot start the list");
 }
 
@@ -1455,6 +1498,7 @@ cron_stop(int64_t budget_ms)
 	free(C.lock_prefix);
 	free(C.killer_prefix);
 	free(C.fired_prefix);
+	free(C.list_after);
 	etcd_shutdown();
 	C.on = 0;
 }

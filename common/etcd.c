@@ -143,6 +143,7 @@ opts_fill(struct http_url_opts *o)
 	o->cert_file = E.cert;
 	o->key_file = E.key;
 	o->timeout_ms = E.timeout_ms;
+	o->max_body = ETCD_BODY_MAX;
 	o->connect_timeout_ms = E.timeout_ms < 3000 ? E.timeout_ms : 3000;
 }
 
@@ -316,6 +317,42 @@ add_prefix(cJSON *o, const char *prefix)
 	free(e);
 }
 
+/* A 64-bit number as the gateway wants it: a decimal string. */
+static void
+add_int(cJSON *o, const char *name, int64_t v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, v);
+	cJSON_AddStringToObject(o, name, buf);
+}
+
+/* One page of a range read (see etcd.h). */
+int
+etcd_range_page(const char *prefix, const char *after, size_t after_len,
+    int64_t rev, etcd_cb cb, void *arg)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	add_prefix(o, prefix);
+	if (after != NULL) {
+		/* The first key after "after" is "after" plus a NUL byte. */
+		char *k = xmalloc(after_len + 1), *b;
+
+		memcpy(k, after, after_len);
+		k[after_len] = '\0';
+		b = base64_encode(k, after_len + 1);
+		cJSON_DeleteItemFromObjectCaseSensitive(o, "key");
+		cJSON_AddStringToObject(o, "key", b);
+		free(b);
+		free(k);
+	}
+	add_int(o, "limit", ETCD_PAGE_KEYS);
+	if (rev > 0)
+		add_int(o, "revision", rev);
+	return etcd_call("/v3/kv/range", o, cb, arg);
+}
+
 /* Range read of a prefix. */
 int
 etcd_range_prefix(const char *prefix, etcd_cb cb, void *arg)
@@ -326,15 +363,6 @@ etcd_range_prefix(const char *prefix, etcd_cb cb, void *arg)
 	return etcd_call("/v3/kv/range", o, cb, arg);
 }
 
-/* A 64-bit number as the gateway wants it: a decimal string. */
-static void
-add_int(cJSON *o, const char *name, int64_t v)
-{
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%" PRId64, v);
-	cJSON_AddStringToObject(o, name, buf);
-}
 
 /* Put key=value. */
 int

@@ -20,6 +20,10 @@
 
 /** Most endpoints kept from the list. */
 #define ETCD_MAX_ENDPOINTS	16
+/** Largest answer of a unary call, bytes (etcd caps a request at 1.5 MiB). */
+#define ETCD_BODY_MAX		((size_t)64 * 1024 * 1024)
+/** Keys per page of etcd_range_page: the answer stays far below ETCD_BODY_MAX. */
+#define ETCD_PAGE_KEYS		16
 /** Largest watch message buffered, bytes (a longer one ends the stream). */
 #define ETCD_WATCH_MSG_MAX	((size_t)8 * 1024 * 1024)
 
@@ -75,6 +79,15 @@ char *etcd_prefix_end(const char *prefix);
 
 /** Range read of every key under prefix (/v3/kv/range). */
 int etcd_range_prefix(const char *prefix, etcd_cb cb, void *arg);
+/**
+ * One page of a range read under prefix: at most ETCD_PAGE_KEYS keys from
+ * the key after (after_len bytes; NULL = from the start of the prefix,
+ * else the range starts just after it), at revision rev (0 = the latest).
+ * The answer has "kvs", "more" (true when keys remain) and
+ * "header.revision": read the next pages at that revision.
+ */
+int etcd_range_page(const char *prefix, const char *after, size_t after_len,
+    int64_t rev, etcd_cb cb, void *arg);
 /** Put key=value, attached to lease (0 = none) (/v3/kv/put). */
 int etcd_put(const char *key, const char *value, int64_t lease, etcd_cb cb,
     void *arg);

@@ -35,6 +35,7 @@ struct http_req {
 	struct md5_stream *md5;
 	/* http_url_request */
 	long		 id;		/* > 0 for requests that can be cancelled */
+	size_t		 max_body;	/* response cap; 0 = HTTP_MAX_BODY */
 	http_stream_fn	 stream;	/* body sink of a streaming request */
 	void		*stream_arg;
 	struct http_req	*next;
@@ -179,24 +180,24 @@ http_set_timeout_ms(long ms)
 	H.timeout_ms = ms > 0 ? ms : HTTP_DEFAULT_TIMEOUT_MS;
 }
 
-/* Body sink for JSON calls: grow up to HTTP_MAX_BODY, then abort. */
+/* Body sink for JSON calls: grow up to the cap (HTTP_MAX_BODY), then abort. */
 static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct http_req *r = arg;
-	size_t n = size * nmemb;
+	size_t n = size * nmemb, max = r->max_body ? r->max_body : HTTP_MAX_BODY;
 
-	if (r->res.len + n > HTTP_MAX_BODY) {
+	if (r->res.len + n > max) {
 		snprintf(r->res.error, sizeof(r->res.error),
-		    "response body larger than %zu bytes", HTTP_MAX_BODY);
+		    "response body larger than %zu bytes", max);
 		return 0;
 	}
 	if (r->res.len + n + 1 > r->cap) {
 		size_t cap = r->cap ? r->cap : 1024;
 		while (cap < r->res.len + n + 1)
 			cap *= 2;
-		if (cap > HTTP_MAX_BODY + 1)
-			cap = HTTP_MAX_BODY + 1;
+		if (cap > max + 1)
+			cap = max + 1;
 		r->res.body = xrealloc(r->res.body, cap);
 		r->cap = cap;
 	}
@@ -598,6 +599,7 @@ http_url_request(const char *method, const char *url, const char *body,
 		r->stream_arg = o->stream_arg;
 		curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_stream);
 	} else {
+		r->max_body = o->max_body;
 		curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_body);
 	}
 	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);

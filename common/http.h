@@ -115,7 +115,8 @@ struct http_url_opts {
 	const char	*cert_file;	/* PEM client certificate; NULL/"" = none */
 	const char	*key_file;	/* its PEM key; NULL/"" = none */
 	http_stream_fn	 stream;	/* NULL: the body is buffered (capped at
-					   HTTP_MAX_BODY) into res->body */
+					   max_body) into res->body */
+	size_t		 max_body;	/* buffered body cap, bytes; 0 = HTTP_MAX_BODY */
 	void		*stream_arg;
 };
 

@@ -404,3 +404,21 @@ def test_silent_etcd_never_blocks_the_bk_ci_loops(tmp_path, fakeci):
         agent.stop()
         silent.close()
         cleanup_install_dir(root)
+
+
+def test_list_in_pages_survives_huge_values(etcd, tmp_path, agents):
+    """Twenty quiet jobs, three values of 1.4 MB (near etcd's request limit)
+    and one every-second job, all there before the agent starts: the list
+    reads them in pages, refuses the huge ones by name and runs the rest."""
+    for i in range(20):
+        etcd.put_job(f"quiet{i:02d}", "true", "@yearly")
+    huge = json.dumps({"name": "x", "command": "y" * 1_400_000, "cronExpr": "* * * * *"})
+    for i in range(3):
+        etcd.ctl("put", f"/cron/jobs/huge{i}", input=huge)
+    etcd.put_job("zz-good", "echo ok", "* * * * * * *")
+    (agent,) = agents(1)
+    wait_on(agent, r"cron: 24 job key\(s\) at revision \d+")
+    for i in range(3):
+        wait_on(agent, rf"cron: job key /cron/jobs/huge{i} refused: value of \d+ bytes is larger")
+    assert len(re.findall(r"cron quiet\d\d: added", agent.read_log())) == 20
+    assert wait_until(lambda: runs_of(agent, "zz-good"), timeout=15)
