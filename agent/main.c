@@ -15,6 +15,7 @@
 #include "agent.h"
 #include "child.h"
 #include "cli.h"
+#include "cron.h"
 #include "ev.h"
 #include "fsutil.h"
 #include "http.h"
@@ -186,6 +187,8 @@ main(int argc, char *argv[])
 	cleanup_start();
 	pipeline_start();
 	queue_start();		/* Redis task queue (docs/queue.md) */
+	/* Cron task source (docs/cron.md). */
+	cron_start();
 	upgrade_init();
 	poll_start();
 	ev_run();
@@ -193,6 +196,8 @@ main(int argc, char *argv[])
 	/* Exit path: one more try at pending finish reports (outbox). */
 	queue_stop(3000);	/* Redis task queue */
 	pipeline_stop(3000);
+	/* Cron task source: stop its jobs, flush its log. */
+	cron_stop(3000);
 	outbox_flush(3000);
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",
 	    A.exit_code, build_total_count());

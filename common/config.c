@@ -126,9 +126,30 @@ static const struct ckey keys[] = {
 	    F_EMPTYDEF | F_SAVE_SET, NULL },
 	{ "devops.queue.parallel", CT_INT, O(queue_parallel), "4",
 	    F_POSITIVE | F_SAVE_SET, NULL },
+	/* Cron task source (agent/cron.c, docs/cron.md). */
+	{ "devops.cron.etcd", CT_STR, O(cron_etcd), "", F_SAVE_SET, NULL },
+	{ "devops.cron.prefix", CT_STR, O(cron_prefix), "/cron/",
+	    F_EMPTYDEF | F_SAVE_SET, NULL },
+	{ "devops.cron.tls.ca", CT_STR, O(cron_tls_ca), "", F_SAVE_SET, NULL },
+	{ "devops.cron.tls.cert", CT_STR, O(cron_tls_cert), "", F_SAVE_SET, NULL },
+	{ "devops.cron.tls.key", CT_STR, O(cron_tls_key), "", F_SAVE_SET, NULL },
+	{ "devops.cron.utc", CT_BOOL, O(cron_utc), "false", F_SAVE_SET, NULL },
+	{ "devops.cron.lock.ttl.sec", CT_INT, O(cron_lock_ttl_sec), "5",
+	    F_POSITIVE | F_SAVE_SET, NULL },
+	{ "devops.cron.timeout.sec", CT_LL, O(cron_timeout_sec), "3600",
+	    F_POSITIVE | F_SAVE_SET, NULL },
+	{ "devops.cron.workspace", CT_STR, O(cron_workspace), "cron_tasks",
+	    F_EMPTYDEF | F_SAVE_SET, NULL },
+	{ "devops.cron.log.batch", CT_INT, O(cron_log_batch), "100",
+	    F_POSITIVE | F_SAVE_SET, NULL },
+	{ "devops.cron.log.commit.ms", CT_LL, O(cron_log_commit_ms), "1000",
+	    F_POSITIVE | F_SAVE_SET, NULL },
+	{ "devops.cron.log.file.max.bytes", CT_LL, O(cron_log_file_max),
+	    "16777216", F_POSITIVE | F_SAVE_SET, NULL },
+	/* End of the cron task source. */
 };
 #undef O
-#define NKEYS (29 + 8)	/* + 8: Redis task queue */
+#define NKEYS (29 + 8 + 12)	/* + 8: Redis task queue, + 12: cron */
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */

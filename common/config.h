@@ -101,6 +101,21 @@ struct config {
 	char	*poll_mode;		/* devops.agent.poll.mode: "auto" (ask, and
 					   the legacy loops when the server has no
 					   ask), "ask" or "legacy"; "" -> auto */
+	/* Cron task source (agent/cron.c, docs/cron.md). */
+	char	*cron_etcd;		/* devops.cron.etcd: comma list of etcd
+					   endpoints; "" = cron off */
+	char	*cron_prefix;		/* devops.cron.prefix; "" -> /cron/ */
+	char	*cron_tls_ca;		/* devops.cron.tls.ca: PEM roots; "" = system */
+	char	*cron_tls_cert;		/* devops.cron.tls.cert: client cert; "" */
+	char	*cron_tls_key;		/* devops.cron.tls.key: its key; "" */
+	int	 cron_utc;		/* devops.cron.utc: read expressions in UTC;
+					   default 0 (the local zone) */
+	int	 cron_lock_ttl_sec;	/* devops.cron.lock.ttl.sec; default 5 */
+	long long cron_timeout_sec;	/* devops.cron.timeout.sec; default 3600 */
+	char	*cron_workspace;	/* devops.cron.workspace; "" -> cron_tasks */
+	int	 cron_log_batch;	/* devops.cron.log.batch; default 100 */
+	long long cron_log_commit_ms;	/* devops.cron.log.commit.ms; default 1000 */
+	long long cron_log_file_max;	/* devops.cron.log.file.max.bytes; default 16 MiB */
 
 	/* Redis task queue (docs/queue.md); off while queue_redis is "". */
 	char	*queue_redis;		/* devops.queue.redis: redis://[:pw@]host:port/db;

@@ -36,6 +36,11 @@ struct http_req {
 	long long	 written;	/* body bytes written so far */
 	struct md5_stream *md5;
 	char		 curl_err[CURL_ERROR_SIZE];	/* libcurl's detailed text */
+	/* http_url_request */
+	long		 id;		/* > 0 for requests that can be cancelled */
+	size_t		 max_body;	/* response cap; 0 = HTTP_MAX_BODY */
+	http_stream_fn	 stream;	/* body sink of a streaming request */
+	void		*stream_arg;
 	struct http_req	*next;
 };
 
@@ -48,6 +53,7 @@ static struct {
 	char		*user_agent;
 	struct http_req	*reqs;		/* in flight */
 	int		 n;
+	long		 last_id;	/* ids of http_url_request */
 } H;
 
 /* The proxy lookup of the agent, or NULL (http_set_proxy_lookup). */
@@ -182,19 +188,19 @@ static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct http_req *r = arg;
-	size_t n = size * nmemb;
+	size_t n = size * nmemb, max = r->max_body ? r->max_body : HTTP_MAX_BODY;
 
-	if (r->res.len + n > HTTP_MAX_BODY) {
+	if (r->res.len + n > max) {
 		snprintf(r->res.error, sizeof(r->res.error),
-		    "response body larger than %zu bytes", HTTP_MAX_BODY);
+		    "response body larger than %zu bytes", max);
 		return 0;
 	}
 	if (r->res.len + n + 1 > r->cap) {
 		size_t cap = r->cap ? r->cap : 1024;
 		while (cap < r->res.len + n + 1)
 			cap *= 2;
-		if (cap > HTTP_MAX_BODY + 1)
-			cap = HTTP_MAX_BODY + 1;
+		if (cap > max + 1)
+			cap = max + 1;
 		r->res.body = xrealloc(r->res.body, cap);
 		r->cap = cap;
 	}
@@ -324,35 +330,65 @@ req_free(struct http_req *r)
 	free(r);
 }
 
-/* Build an easy handle with the shared settings. */
+/*
+ * The settings every request shares: no redirects (docs/security.md:
+ * libcurl would resend our custom auth headers to any Location, so a 3xx
+ * ends the request instead, req_finish; POSTREDIR is moot then, set so
+ * that a later change to FOLLOWLOCATION could never turn a POST into a
+ * GET), http(s) only, connect timeout, libcurl's error text.
+ */
 static struct http_req *
-req_new(const char *method, const char *path, const char *body)
+req_base(const char *url)
 {
 	struct http_req *r = xcalloc(1, sizeof(*r));
-	char *url = config_url(H.gateway, path), *h;
 
 	r->fd = -1;
 	if ((r->easy = curl_easy_init()) == NULL)
 		fatalx("http: curl_easy_init failed");
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
 	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-	/*
-	 * No redirects (docs/security.md): libcurl would resend our custom
-	 * auth headers to any Location, so a 3xx ends the request instead
-	 * (req_finish). POSTREDIR is moot then; set so that a later change to
-	 * FOLLOWLOCATION could never turn a POST into a GET.
-	 */
 	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(r->easy, CURLOPT_POSTREDIR, (long)CURL_REDIR_POST_ALL);
-	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent);
+	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, H.user_agent ?
+	    H.user_agent : "devopsAgent");
 	curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
 	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->curl_err);
+	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	return r;
+}
+
+/* Method and body of a request (POST/PUT carry body as given). */
+static void
+req_method(struct http_req *r, const char *method, const char *body,
+    const char *content_type)
+{
+	if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+		char *h = xasprintf("Content-Type: %s", content_type);
+
+		r->headers = curl_slist_append(r->headers, h);
+		free(h);
+		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE,
+		    (long)(body ? strlen(body) : 0));
+		curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body ? body : "");
+		if (strcmp(method, "PUT") == 0)
+			curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "PUT");
+	} else if (strcmp(method, "DELETE") == 0) {
+		curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+}
+
+/* A request to the BK-CI gateway: the auth headers, proxies, .cert. */
+static struct http_req *
+req_new(const char *method, const char *path, const char *body)
+{
+	char *url = config_url(H.gateway, path), *h;
+	struct http_req *r = req_base(url);
+
 	curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
-	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(r->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	set_proxy(r->easy, url);
 	free(url);
 
@@ -367,18 +403,7 @@ req_new(const char *method, const char *path, const char *body)
 	r->headers = curl_slist_append(r->headers, h);
 	free(h);
 	r->headers = curl_slist_append(r->headers, "Expect:");
-
-	if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
-		r->headers = curl_slist_append(r->headers,
-		    "Content-Type: application/json; charset=utf-8");
-		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE,
-		    (long)(body ? strlen(body) : 0));
-		curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body ? body : "");
-		if (strcmp(method, "PUT") == 0)
-			curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "PUT");
-	} else if (strcmp(method, "DELETE") == 0) {
-		curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
-	}
+	req_method(r, method, body, "application/json; charset=utf-8");
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
 	return r;
 }
@@ -615,20 +640,99 @@ http_post(const char *path, const char *content_type, const char *body,
 int
 http_post_url(const char *url, const char *body, http_cb cb, void *arg)
 {
-	struct http_req *r;
+	struct http_url_opts o;
 
 	if (url == NULL || (strncmp(url, "http://", 7) != 0 &&
 	    strncmp(url, "https://", 8) != 0))
 		return -1;
-	r = json_req_new("POST", "", body);
-	curl_easy_setopt(r->easy, CURLOPT_URL, url);
-	set_proxy(r->easy, url);
-	curl_slist_free_all(r->headers);
-	r->headers = curl_slist_append(NULL,
-	    "Content-Type: application/json; charset=utf-8");
+	memset(&o, 0, sizeof(o));
+	o.content_type = "application/json; charset=utf-8";
+	return http_url_request("POST", url, body, &o, cb, arg) == -1 ? -1 : 0;
+}
+
+/* Body sink of a streaming request: hand each chunk to the caller. */
+static size_t
+write_stream(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb;
+
+	if (r->stream(ptr, n, r->stream_arg) == -1) {
+		snprintf(r->res.error, sizeof(r->res.error),
+		    "stream closed by the receiver");
+		return 0;
+	}
+	return n;
+}
+
+/* A request to any URL, without the BK-CI headers (see http.h). */
+long
+http_url_request(const char *method, const char *url, const char *body,
+    const struct http_url_opts *o, http_cb cb, void *arg)
+{
+	struct http_url_opts none;
+	struct http_req *r;
+
+	if (o == NULL) {
+		memset(&none, 0, sizeof(none));
+		o = &none;
+	}
+	r = req_base(url);
+	/* Direct: an environment proxy must not capture cluster traffic. */
+	curl_easy_setopt(r->easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "*");
+	if (o->connect_timeout_ms > 0)
+		curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
+		    o->connect_timeout_ms);
+	if (o->timeout_ms > 0)
+		curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+	else if (o->timeout_ms < 0 || o->stream == NULL)
+		curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, H.timeout_ms > 0 ?
+		    H.timeout_ms : (long)HTTP_DEFAULT_TIMEOUT_MS);
+	curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPIDLE, 10L);
+	curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPINTVL, 5L);
+	if (o->ca_file != NULL && *o->ca_file != '\0')
+		curl_easy_setopt(r->easy, CURLOPT_CAINFO, o->ca_file);
+	if (o->cert_file != NULL && *o->cert_file != '\0')
+		curl_easy_setopt(r->easy, CURLOPT_SSLCERT, o->cert_file);
+	if (o->key_file != NULL && *o->key_file != '\0')
+		curl_easy_setopt(r->easy, CURLOPT_SSLKEY, o->key_file);
 	r->headers = curl_slist_append(r->headers, "Expect:");
+	req_method(r, method, body, o->content_type != NULL ?
+	    o->content_type : "application/json");
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
-	return req_submit(r, cb, arg);
+	if (o->stream != NULL) {
+		r->stream = o->stream;
+		r->stream_arg = o->stream_arg;
+		curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_stream);
+	} else {
+		r->max_body = o->max_body;
+		curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_body);
+	}
+	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+	r->id = ++H.last_id;
+	if (req_submit(r, cb, arg) == -1)
+		return -1;
+	return H.last_id;
+}
+
+/* Drop request id without its callback (see http.h). */
+void
+http_cancel(long id)
+{
+	struct http_req **pp;
+
+	for (pp = &H.reqs; id > 0 && *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->id == id) {
+			struct http_req *r = *pp;
+
+			*pp = r->next;
+			curl_multi_remove_handle(H.multi, r->easy);
+			H.n--;
+			req_free(r);
+			return;
+		}
 }
 
 /* Run a JSON call to the end (upgrader, tests). */

@@ -117,12 +117,60 @@ int http_post(const char *path, const char *content_type, const char *body,
 
 /**
  * Redis task queue: start a POST of JSON body (copied) to url, an absolute
- * http:// or https:// URL outside BK-CI: none of the agent's identity or
- * secret headers are sent, only Content-Type. Same timeout, proxies and
- * callback rule as http_json. Returns 0, or -1 when url is not http(s) or
+ * http:// or https:// URL outside BK-CI, through http_url_request: none of
+ * the agent's identity or secret headers are sent, only Content-Type; no
+ * proxy, no redirects; the JSON call timeout; the same callback rule as
+ * http_json. Returns 0, or -1 when url is not http(s) or
  * the request cannot be started (then cb is not called).
  */
 int http_post_url(const char *url, const char *body, http_cb cb, void *arg);
+
+/**
+ * Body sink of a streaming request (http_url_opts.stream): called from
+ * http_dispatch() with each chunk of the response body as it arrives (len
+ * bytes, not NUL-terminated, any split). Return 0 to go on, -1 to abort the
+ * transfer (its callback then runs with !ok).
+ */
+typedef int (*http_stream_fn)(const char *data, size_t len, void *arg);
+
+/* Options of http_url_request; a zeroed struct gives the defaults. */
+struct http_url_opts {
+	const char	*content_type;	/* POST/PUT body type; NULL = "application/json" */
+	long		 timeout_ms;	/* whole request; 0 = the JSON call timeout
+					   (http_set_timeout_ms), or none for a
+					   stream; < 0 = the JSON call timeout */
+	long		 connect_timeout_ms; /* <= 0: 10000 */
+	const char	*ca_file;	/* PEM roots instead of the system's; NULL/"" */
+	const char	*cert_file;	/* PEM client certificate; NULL/"" = none */
+	const char	*key_file;	/* its PEM key; NULL/"" = none */
+	http_stream_fn	 stream;	/* NULL: the body is buffered (capped at
+					   max_body) into res->body */
+	size_t		 max_body;	/* buffered body cap, bytes; 0 = HTTP_MAX_BODY */
+	void		*stream_arg;
+};
+
+/**
+ * Start a request to an absolute URL (http or https) that is not the BK-CI
+ * gateway, e.g. etcd's JSON gateway: NO BK-CI auth headers, no proxy (the
+ * environment's and the agent's proxies are ignored: cluster services are
+ * reached directly), no redirects, TCP keep-alive probes every 5 s after
+ * 10 s idle. method "GET", "POST", "PUT" or "DELETE"; body copied (NULL =
+ * empty); o may be NULL. With o->stream the body goes to the stream
+ * function as it arrives and res->body stays NULL. cb(res, arg) runs
+ * exactly once from http_dispatch() unless the request is cancelled.
+ * Returns a request id (> 0) for http_cancel, or -1 when it cannot start
+ * (cb not called).
+ */
+long http_url_request(const char *method, const char *url, const char *body,
+    const struct http_url_opts *o, http_cb cb, void *arg);
+
+/**
+ * Drop request id (from http_url_request) now: its callback and stream
+ * function never run again. Unknown or finished ids are ignored. Call it
+ * from the loop or another request's callback, never from the request's
+ * own stream function (return -1 there instead).
+ */
+void http_cancel(long id);
 
 /**
  * Blocking JSON call; fills *res (free with http_result_free). Returns 0 when

@@ -24,6 +24,9 @@ pkgs_test="python3 python3-pytest shellcheck valgrind unzip zip procps curl"
 # Redis task queue (docs/queue.md): hiredis to build, a real redis-server to test.
 pkgs_build="$pkgs_build libhiredis-dev"
 pkgs_test="$pkgs_test redis-server redis-tools"
+# Cron task source: a real etcd and etcdctl for its tests, croniter as the
+# oracle of the cron expression parser.
+pkgs_test="$pkgs_test etcd-server etcd-client python3-croniter"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
