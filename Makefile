@@ -27,6 +27,9 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) $(CFLAGS) \
 	-DAGENT_BUILD_TIME='"$(BUILD_TIME)"'
 LIBS = $(shell pkg-config --libs libcurl libcjson libarchive openssl 2>/dev/null) -liniparser
 LDFLAGS_ALL = $(SAN) -Wl,--as-needed $(LDFLAGS)
+# Operator side: the local Prometheus endpoint (agent/prom.c).
+CFLAGS_ALL += $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+LIBS += $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 COMMON_SRC   = $(wildcard common/*.c)
 AGENT_SRC    = $(wildcard agent/*.c)

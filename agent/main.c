@@ -20,6 +20,7 @@
 #include "http.h"
 #include "lock.h"
 #include "log.h"
+#include "ops.h"
 #include "proc.h"
 #include "util.h"
 
@@ -183,12 +184,15 @@ main(int argc, char *argv[])
 	cleanup_start();
 	pipeline_start();
 	upgrade_init();
+	ops_start();	/* operator side: state file, disk guard, metrics */
 	poll_start();
 	ev_run();
 
 	/* Exit path: one more try at pending finish reports (outbox). */
 	pipeline_stop(3000);
 	outbox_flush(3000);
+	prom_stop();
+	ops_write_now();
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",
 	    A.exit_code, build_total_count());
 	lock_release(lockfd);

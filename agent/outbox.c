@@ -17,6 +17,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "ops.h"
 #include "util.h"
 
 #define UNINSTALL_REPORT_TRIES 5	/* finish reports of a deleted agent */
@@ -49,6 +50,7 @@ outbox_drop(struct build *b)
 {
 	journal_remove(b);
 	build_free(b);
+	ops_dirty();
 	agent_maybe_finish();
 }
 
@@ -86,6 +88,7 @@ report_done(struct http_result *r, void *arg)
 		log_error("build %s: finish report failed %d times while the agent "
 		    "is being uninstalled (%s); giving up on it", b->key,
 		    b->reports_sent, err);
+		ops_note_build(OPS_DEAD_LETTER);
 		outbox_drop(b);
 		return;
 	}
@@ -98,6 +101,8 @@ report_done(struct http_result *r, void *arg)
 	delay = b->report_backoff * (80 + random() % 41) / 100;
 	log_warnx("build %s: finish report failed (%s); retry in %lld ms",
 	    b->key, err, (long long)delay);
+	ops_note_build(OPS_REPORT_RETRY);
+	ops_note_error("finish report", err);
 	timer_set(&b->report_timer, delay);
 }
 

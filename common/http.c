@@ -33,6 +33,7 @@ struct http_req {
 	char		*dest;		/* final path */
 	char		*etag;		/* md5 of dest sent as eTag, or NULL */
 	struct md5_stream *md5;
+	char		*path;		/* request path without the query (observer) */
 	struct http_req	*next;
 };
 
@@ -308,8 +309,19 @@ req_free(struct http_req *r)
 	free(r->tmp);
 	free(r->dest);
 	free(r->etag);
+	free(r->path);
 	http_result_free(&r->res);
 	free(r);
+}
+
+/* The observer of finished asynchronous requests, or NULL. */
+static http_observe_fn observer;
+
+/* Set the observer (http.h). */
+void
+http_set_observer(http_observe_fn fn)
+{
+	observer = fn;
 }
 
 /* Build an easy handle with the shared settings. */
@@ -320,6 +332,7 @@ req_new(const char *method, const char *path, const char *body)
 	char *url = config_url(H.gateway, path), *h;
 
 	r->fd = -1;
+	r->path = xstrndup(path, strcspn(path, "?"));
 	if ((r->easy = curl_easy_init()) == NULL)
 		fatalx("http: curl_easy_init failed");
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
@@ -621,6 +634,8 @@ http_dispatch(void)
 			}
 		H.n--;
 		req_finish(r, rc);
+		if (observer != NULL)
+			observer(r->path, &r->res);
 		r->cb(&r->res, r->arg);
 		req_free(r);
 	}

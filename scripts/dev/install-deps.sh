@@ -21,6 +21,9 @@ set -eu
 pkgs_build="build-essential pkg-config libcurl4-openssl-dev libcjson-dev
 libiniparser-dev libssl-dev libarchive-dev"
 pkgs_test="python3 python3-pytest shellcheck valgrind unzip zip procps curl"
+# Operator side: the local metrics endpoint (libmicrohttpd), a real scrape in tests.
+pkgs_build="$pkgs_build libmicrohttpd-dev"
+pkgs_test="$pkgs_test prometheus"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
