@@ -24,6 +24,7 @@
 #include "http.h"
 #include "log.h"
 #include "ops.h"
+#include "tree.h"
 #include "util.h"
 
 #define WRITE_MIN_MS	1000	/* state file: at most once a second */
@@ -147,6 +148,7 @@ state_json(void)
 	add_time(o, "written", now);
 	json_add_str(o, "mode", mode_name());
 	json_add_str(o, "poll", poll_mode() == POLL_ASK ? "ask" : "legacy");
+	json_add_str(o, "processTree", tree_mechanism());
 	cJSON_AddBoolToObject(o, "startupAcknowledged", A.started);
 	last = cJSON_AddObjectToObject(o, "lastSuccess");
 	for (i = 0; i < OPS_CALLS; i++)
