@@ -3,6 +3,8 @@
 #   make              build the three binaries (installs missing Debian packages first)
 #   make check        every test: unit (C), script lint, integration (pytest)
 #   make demo         main job: fake BK-CI server + daemon + agent run a real build
+#   make dist         release tarball of this platform in dist/ (docs/deploy.md);
+#                     its version is the one bin/devopsAgent was built with
 #   make check-asan   the whole suite built with AddressSanitizer + UBSan
 #   make check-valgrind   the unit tests under valgrind (errors, definite leaks)
 #   make analyze      cppcheck + clang-tidy (.clang-tidy), clean or it fails
@@ -136,10 +138,16 @@ check-valgrind: $(UNIT_BIN) $(FUZZ_REPLAY) | deps-test
 demo: all | deps-test
 	$(PYTHON) tests/demo.py
 
+# Operator side: the release tarball (docs/deploy.md): the three binaries,
+# the control scripts, the docs and SHA256SUMS, plus the tarball's .sha256.
+DIST ?= dist
+dist: $(PROGS)
+	@scripts/dev/dist.sh $(BIN) $(DIST)
+
 clean:
 	rm -rf build $(PROGS)
 
-.PHONY: all unit lint integration check check-asan check-valgrind demo clean
+.PHONY: all unit lint integration check check-asan check-valgrind demo clean dist
 
 # ---------------------------------------------------------------- analysis
 # `make analyze`: cppcheck, then clang-tidy (checks and exclusions in
