@@ -312,8 +312,8 @@ status_disk_of(struct report *r, const char *name, const char *dir,
 	pct = vfs.f_files > 0 ? (double)vfs.f_favail * 100.0 / (double)vfs.f_files :
 	    100.0;
 	ok = (min == 0 || avail >= min) && (min_pct <= 0 || pct >= min_pct);
-	check(r, name, ok, C_DISK, "free space on this file system (old "
-	    "workspaces, logs, build_tmp); the agent claims no build until then",
+	check(r, name, ok, C_DISK, "free space on this file system: old "
+	    "workspaces, logs, build_tmp; the agent claims no build until then",
 	    "%s: %.2f GiB free (guard %lld MiB), %.1f %% inodes free (guard %d %%)",
 	    dir, (double)avail / (1024.0 * 1024 * 1024), min_mb, pct, min_pct);
 }
