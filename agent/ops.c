@@ -375,16 +375,19 @@ sb_add(char **s, size_t *len, size_t *cap, const char *fmt, ...)
 static void
 self_usage(long long *rss, long long *fds)
 {
-	FILE *f = fopen("/proc/self/statm", "re");
-	long long pages, res;
+	char *text = NULL, *end;
+	long long res;
 	struct dirent *e;
 	DIR *d;
 
 	*rss = *fds = -1;
-	if (f != NULL) {
-		if (fscanf(f, "%lld %lld", &pages, &res) == 2)
+	/* statm: "<size> <resident> ..." in pages. */
+	if (fs_read_regular("/proc/self/statm", 256, &text, NULL) == 0) {
+		(void)strtoll(text, &end, 10);
+		res = strtoll(end, NULL, 10);
+		if (res > 0)
 			*rss = res * sysconf(_SC_PAGESIZE);
-		(void)fclose(f);
+		free(text);
 	}
 	if ((d = opendir("/proc/self/fd")) != NULL) {
 		*fds = 0;

@@ -889,8 +889,9 @@ status_main(const char *workdir, int json)
 	} else {
 		static const char *what[] = { "", "", "some checks failed",
 		    "the agent is not running", ".agent.properties needs care",
-		    "the server is unreachable", "the server does not accept this "
-		    "agent", "the disk is low" };
+		    "the server is unreachable",
+		    "the server does not accept this agent",
+		    "the disk is low" };
 		cli_say("%s", "");
 		if (rc == 0)
 			cli_say("Summary: all checks passed");
