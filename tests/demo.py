@@ -187,8 +187,9 @@ def main() -> int:
             print(tail(os.path.join(install, "logs", "devopsAgent.log"), 30))
             return 1
         worker = log_text(install).split(f"build {key}: worker started, ", 1)[1]
-        step(4, "worker running", worker.split("\n", 1)[0] + " (its own session; "
-             "the agent journals it in runtime/builds/)")
+        worker = worker.split("\n", 1)[0].replace(" (own cgroup)", ", in a cgroup of its own")
+        step(4, "worker running", f"{worker}, in a session of its own; the agent "
+             "journals it in runtime/builds/")
 
         step(5, "log lines", "the worker's build log as the server receives it, whole")
         shown = 0
