@@ -300,7 +300,11 @@ void heartbeat_deleted(void);
 /* build.c: the build part */
 /** Load the build journal and re-adopt or report its builds. */
 void build_start(void);
-/** Why no build may be claimed now (mode, startup, lock, upgrade, cap), or NULL. */
+/**
+ * Why no build may be claimed now (mode, startup, the upgrade's swap lock, a
+ * local fault, the cap), or NULL. Downloads of an upgrade do not stop
+ * claims: a build that arrives meanwhile wins and the upgrade waits.
+ */
 const char *build_gate(void);
 /** askEnable.build / buildType: "BINARY" when a build may be claimed, else "NONE". */
 const char *build_ask_type(void);
@@ -371,7 +375,7 @@ void upgrade_init(void);
  * foreign agent binary is cooling down.
  */
 int upgrade_wanted(void);
-/** An attempt runs (askEnable.build is then NONE). */
+/** An attempt runs (askEnable.upgrade is then false). */
 int upgrade_running(void);
 /** The upgrade check body {workerVersion, goAgentVersion, jdkVersion, dockerInitFileInfo}; new object. */
 cJSON *upgrade_request(void);

@@ -351,6 +351,7 @@ ask_send(void *arg)
 	if (P.ask_busy || A.mode == MODE_STOP)
 		return;
 	body = ask_body(&upgrade_asked);
+	log_debug("ask: %s", body);
 	P.ask_carried_exit = A.exit_error_enum != NULL;
 	if (http_json("POST", EP_ASK, body, ask_done,
 	    (void *)(intptr_t)upgrade_asked) == -1) {
@@ -668,6 +669,7 @@ startup_send(void *arg)
 	json_add_str(b, "version", A.worker_version);
 	body = json_print(b);
 	cJSON_Delete(b);
+	log_debug("startup: POST %s", EP_STARTUP);
 	if (http_json("POST", EP_STARTUP, body, startup_done, NULL) == -1) {
 		log_warnx("startup: cannot start request");
 		timer_set(&P.startup_timer, 1000);

@@ -25,6 +25,7 @@
  * passed; 1 usage error.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -509,10 +510,26 @@ status_state(struct report *r, const cJSON *st)
 		check(r, "disk guard", 0, C_DISK, "free space on the install "
 		    "dir's file system; claiming resumes by itself", "%s",
 		    str_of(disk, "reason", "low"));
-	if (num_of(st, "deadLetters") > 0)
-		check(r, "dead letters", 0, C_OTHER, "the server never learnt "
-		    "of these builds' ends: check them in the BK-CI web UI",
-		    "%d finish report(s) given up", (int)num_of(st, "deadLetters"));
+}
+
+/* Finish reports set aside in runtime/deadletter/ (outbox.c). */
+static void
+status_dead_letters(struct report *r)
+{
+	DIR *d = opendir("runtime/deadletter");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL)
+		if (str_ends(e->d_name, ".json"))
+			n++;
+	(void)closedir(d);
+	check(r, "dead letters", n == 0, C_OTHER, "the server never learnt how "
+	    "these builds ended: look them up in the BK-CI web UI, then delete "
+	    "the files in runtime/deadletter/", "%d finish report(s) set aside "
+	    "in runtime/deadletter/", n);
 }
 
 /*
@@ -858,6 +875,7 @@ status_main(const char *workdir, int json)
 	section(&r, "Running agent (runtime/status.json)");
 	state = state_read();
 	status_state(&r, state);
+	status_dead_letters(&r);
 	section(&r, "Configuration (.agent.properties)");
 	memset(&c, 0, sizeof(c));
 	have_cfg = status_properties(&r, &c) == 0;
