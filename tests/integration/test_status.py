@@ -162,3 +162,12 @@ def test_status_tls_failing_then_cert(install_dir, fakeci, tls_server):
     assert "with .cert" in c["gateway tls"]["detail"]
     assert re.search(r"expires in (29|30) day", c["gateway tls"]["detail"])
     assert c["gateway http"]["ok"] and c["agentStatus"]["ok"]
+    assert "dead letters" not in c
+
+    # A finish report the server refused, set aside: shown, with what to do.
+    (install_dir / "runtime" / "deadletter").mkdir(parents=True)
+    (install_dir / "runtime" / "deadletter" / "b-1_1.json").write_text("{}")
+    rc, out = status(install_dir, "--json")
+    c = checks(json.loads(out))
+    assert not c["dead letters"]["ok"] and c["dead letters"]["class"] == 2
+    assert "runtime/deadletter/" in c["dead letters"]["hint"]
