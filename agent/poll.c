@@ -155,9 +155,11 @@ until_window(int64_t sent, enum period window)
 static char *
 ask_body(int *upgrade_asked)
 {
-	cJSON *b = cJSON_CreateObject(), *en;
+	cJSON *b = cJSON_CreateObject(), *en, *hb;
 	char *s;
 
+	/* The heartbeat first: it refreshes the JDK version the upgrade needs. */
+	hb = heartbeat_request();
 	*upgrade_asked = upgrade_wanted();
 	en = cJSON_AddObjectToObject(b, "askEnable");
 	json_add_str(en, "build", build_ask_type());
@@ -165,7 +167,7 @@ ask_body(int *upgrade_asked)
 	/* No image-debug sessions: this agent does not run them. */
 	cJSON_AddBoolToObject(en, "dockerDebug", 0);
 	cJSON_AddBoolToObject(en, "pipeline", pipeline_wanted());
-	cJSON_AddItemToObject(b, "heartbeat", heartbeat_request());
+	cJSON_AddItemToObject(b, "heartbeat", hb);
 	if (*upgrade_asked)
 		cJSON_AddItemToObject(b, "upgrade", upgrade_request());
 	else

@@ -158,6 +158,20 @@ launch_fault(struct build *b, const char *msg, int code)
 	build_local_fault(msg);
 }
 
+/* The restored jar's version probe ended: it is the reported version now. */
+static void
+worker_version_probed(char *version, void *arg)
+{
+	(void)arg;
+	if (*version == '\0') {
+		log_warnx("the restored worker-agent.jar does not report a version");
+		free(version);
+		return;
+	}
+	free(A.worker_version);
+	A.worker_version = version;
+}
+
 /*
  * Worker jar self-heal (§6.10): restore it from tmp/ when missing. Unlike
  * GoAgent, a build that cannot run is not started. 0 or -1 (reported).
@@ -165,7 +179,6 @@ launch_fault(struct build *b, const char *msg, int code)
 static int
 worker_jar_check(struct build *b)
 {
-	char *v;
 
 	if (fs_is_file("worker-agent.jar"))
 		return 0;
@@ -182,15 +195,10 @@ worker_jar_check(struct build *b)
 		free(m);
 		return -1;
 	}
-	v = host_worker_version("worker-agent.jar", A.workdir);
-	if (v[0] != 'v') {
-		free(v);
-		build_finish(b, 0, "restored worker-agent.jar does not report a "
-		    "version", ERR_RECOVER_RUN_FILE);
-		return -1;
-	}
-	free(A.worker_version);
-	A.worker_version = v;
+	/* The build goes on; the reported version follows from the loop. */
+	if (host_worker_version_async("worker-agent.jar", worker_version_probed,
+	    NULL) == -1)
+		log_warnx("cannot probe the restored worker-agent.jar's version");
 	return 0;
 }
 
