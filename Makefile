@@ -3,6 +3,8 @@
 #   make              build the three binaries (installs missing Debian packages first)
 #   make check        every test: unit (C), script lint, integration (pytest)
 #   make demo         main job: fake BK-CI server + daemon + agent run a real build
+#   make dist         release tarball of this platform in dist/ (docs/deploy.md);
+#                     its version is the one bin/devopsAgent was built with
 #   make check-asan   the whole suite built with AddressSanitizer + UBSan
 #   make check-valgrind   the unit tests under valgrind (errors, definite leaks)
 #   make analyze      cppcheck + clang-tidy (.clang-tidy), clean or it fails
@@ -30,6 +32,9 @@ LIBS = $(shell pkg-config --libs libcurl libcjson libarchive openssl 2>/dev/null
 CFLAGS_ALL += $(shell pkg-config --cflags hiredis 2>/dev/null)
 LIBS += $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 LDFLAGS_ALL = $(SAN) -Wl,--as-needed $(LDFLAGS)
+# Operator side: the local Prometheus endpoint (agent/prom.c).
+CFLAGS_ALL += $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+LIBS += $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 COMMON_SRC   = $(wildcard common/*.c)
 AGENT_SRC    = $(wildcard agent/*.c)
@@ -136,10 +141,16 @@ check-valgrind: $(UNIT_BIN) $(FUZZ_REPLAY) | deps-test
 demo: all | deps-test
 	$(PYTHON) tests/demo.py
 
+# Operator side: the release tarball (docs/deploy.md): the three binaries,
+# the control scripts, the docs and SHA256SUMS, plus the tarball's .sha256.
+DIST ?= dist
+dist: $(PROGS)
+	@scripts/dev/dist.sh $(BIN) $(DIST)
+
 clean:
 	rm -rf build $(PROGS)
 
-.PHONY: all unit lint integration check check-asan check-valgrind demo clean
+.PHONY: all unit lint integration check check-asan check-valgrind demo clean dist
 
 # ---------------------------------------------------------------- analysis
 # `make analyze`: cppcheck, then clang-tidy (checks and exclusions in

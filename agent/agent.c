@@ -11,6 +11,7 @@
 #include "child.h"
 #include "ev.h"
 #include "log.h"
+#include "ops.h"
 #include "util.h"
 
 struct agent A;
@@ -199,6 +200,7 @@ agent_set_mode(enum agent_mode m)
 	if (A.mode == MODE_STOP || (A.mode == MODE_UNINSTALL && m == MODE_DRAIN))
 		return;
 	A.mode = m;
+	ops_dirty();
 	if (m == MODE_STOP)
 		ev_stop();
 	else

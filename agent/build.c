@@ -17,6 +17,7 @@
 #include <sys/event.h>
 #endif
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -26,6 +27,7 @@
 #include "json.h"
 #include "log.h"
 #include "md5.h"
+#include "ops.h"
 #include "proc.h"
 #include "tree.h"
 #include "util.h"
@@ -215,6 +217,7 @@ build_new(cJSON *info, const char *journal)
 	b->prepare_script = xasprintf("%s/devops_agent_prepare_start_%s_%s.sh",
 	    A.workdir, b->project_id, b->key);
 	b->pidfd = -1;
+	b->claimed_at = (long long)time(NULL);
 	timer_init(&b->report_timer, "finish-report", outbox_send, b);
 	b->next = builds;
 	builds = b;
@@ -277,10 +280,16 @@ build_decide(struct build *b)
 	char *msg = error_file_read(b), *text;
 	int status = b->wait_status;
 
+	free(b->message);
+	b->message = NULL;
 	if (*msg != '\0' && !(b->have_status && WIFEXITED(status) &&
 	    WEXITSTATUS(status) >= 126 && strcmp(msg, KILLED_MSG) == 0)) {
-		build_finish(b, 0, msg, ERR_BUILD_PROCESS_RUN);
-	} else if (b->have_status && WIFEXITED(status) &&
+		b->success = 0;
+		b->message = msg;
+		b->error_code = ERR_BUILD_PROCESS_RUN;
+		return;
+	}
+	if (b->have_status && WIFEXITED(status) &&
 	    (WEXITSTATUS(status) == 126 || WEXITSTATUS(status) == 127) &&
 	    strcmp(msg, KILLED_MSG) == 0) {
 		/* The shell could not run the worker: say so, not "killed". */
@@ -289,22 +298,84 @@ build_decide(struct build *b)
 		    "with status %d (%s; java is %s)", WEXITSTATUS(status),
 		    WEXITSTATUS(status) == 127 ? "command not found" :
 		    "not executable", java);
-		build_finish(b, 0, text, ERR_BUILD_PROCESS_START);
 		build_local_fault(text);
-		free(text);
 		free(java);
-	} else if (b->have_status &&
+		free(msg);
+		b->success = 0;
+		b->message = text;
+		b->error_code = ERR_BUILD_PROCESS_START;
+		return;
+	}
+	free(msg);
+	if (b->have_status &&
 	    !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 		text = xasprintf("worker process %ld ended with %s and left no "
 		    "message", (long)b->pid, child_status_str(status));
-		build_finish(b, 0, text, ERR_BUILD_PROCESS_RUN);
-		free(text);
+		b->success = 0;
+		b->error_code = ERR_BUILD_PROCESS_RUN;
 	} else {
 		text = xasprintf("worker process %ld exited", (long)b->pid);
-		build_finish(b, 1, text, 0);
-		free(text);
+		b->success = 1;
+		b->error_code = 0;
 	}
+	b->message = text;
+}
+
+/* Finish b with the outcome build_decide() stored in it. */
+static void
+build_finish_decided(struct build *b)
+{
+	char *msg = b->message;
+
+	b->message = NULL;	/* build_finish() replaces it with a copy */
+	build_finish(b, b->success, msg, b->error_code);
 	free(msg);
+}
+
+/* hooks/post-build ended (ops.h hook_done_fn): the report may go now. */
+static void
+post_build_done(struct build *b, int ok, const char *msg)
+{
+	(void)ok;
+	(void)msg;	/* logged by hooks.c; the outcome stays the worker's */
+	free(b->cgroup);	/* ended and removed with the hook's leftovers */
+	b->cgroup = NULL;
+	build_finish_decided(b);
+}
+
+/*
+ * The worker's outcome is known: run hooks/post-build (in the build's
+ * cgroup, made again), then finish.
+ */
+static void
+build_post_hook(struct build *b)
+{
+	char err[300], *name, *cg = NULL;
+	const char *base = strrchr(b->journal, '/');
+
+	if (b->cgroup != NULL) {
+		name = xstrdup(base != NULL ? base + 1 : b->journal);
+		if (str_ends(name, ".json"))
+			name[strlen(name) - 5] = '\0';
+		cg = tree_cgroup_create(name);
+		free(name);
+	}
+	free(b->cgroup);
+	b->cgroup = cg;
+	if (cg != NULL)
+		(void)journal_write(b);	/* a restart ends what runs in it */
+	switch (hook_run(HOOK_POST_BUILD, b, cg, post_build_done, err,
+	    sizeof(err))) {
+	case 1:
+		return;
+	case -1:
+		log_warnx("build %s: hooks/post-build: %s", b->key, err);
+		break;
+	}
+	tree_cgroup_remove(b->cgroup);
+	free(b->cgroup);
+	b->cgroup = NULL;
+	build_finish_decided(b);
 }
 
 /*
@@ -317,9 +388,10 @@ tree_gone(void *arg)
 	struct build *b = arg;
 
 	b->tree_busy = 0;
-	if (b->state == B_RUNNING)
-		build_decide(b);	/* arms the report */
-	else if (b->state == B_FINISHED && !b->report_busy &&
+	if (b->state == B_RUNNING && !b->hook_busy) {
+		build_decide(b);
+		build_post_hook(b);	/* then finish, which arms the report */
+	} else if (b->state == B_FINISHED && !b->report_busy &&
 	    timer_remaining(&b->report_timer) < 0)
 		timer_set(&b->report_timer, 0);
 }
@@ -449,6 +521,7 @@ build_finish(struct build *b, int success, const char *msg, int code)
 	free(b->message);
 	b->message = xstrdup(msg ? msg : "");
 	b->error_code = success ? 0 : code;
+	ops_note_build(success ? OPS_FINISHED_OK : OPS_FINISHED_FAIL);
 	if (success)
 		log_info("build %s: success: %s", b->key, b->message);
 	else
@@ -469,6 +542,7 @@ build_claimed(cJSON *info)
 
 	log_info("build %s claimed (project %s, workspace '%s')", b->key,
 	    b->project_id, b->workspace);
+	ops_note_build(OPS_CLAIMED);
 	(void)journal_write(b);
 	if (cJSON_IsObject(dbi)) {
 		/* Never dropped (W24): a docker job is reported as failed. */
@@ -494,6 +568,8 @@ can_run(void)
 const char *
 build_gate(void)
 {
+	const char *why;
+
 	if (A.mode != MODE_RUN)
 		return "not claiming (stopping or draining)";
 	if (!A.started)
@@ -502,6 +578,8 @@ build_gate(void)
 		return "build lock held by an upgrade";
 	if (fault.cause != NULL)
 		return "builds cannot start on this host (see the local fault)";
+	if ((why = ops_disk_gate()) != NULL)	/* disk guard (ops.c) */
+		return why;
 	if (!can_run())
 		return "parallel task cap reached";
 	return NULL;

@@ -48,6 +48,9 @@ struct build {
 	char		*start_script;	/* absolute paths */
 	char		*prepare_script;
 	enum build_state state;
+	long long	 claimed_at;	/* unix time the table entry was made */
+	int		 hook_busy;	/* a job hook runs (hooks.c): outcome or report waits */
+	int		 worker_ran;	/* a worker was started: post-build hook due */
 	pid_t		 pid;		/* worker leader (prepare script shell) */
 	unsigned long long start_time;	/* proc_start_time(pid) */
 	int		 adopted;	/* not our child: watched by pidfd/poll */

@@ -20,6 +20,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "queue.h"	/* Redis task queue */
+#include "ops.h"
 #include "util.h"
 
 #define WEEK_SEC	(7LL * 24 * 3600)	/* a job runs at most 7 days (§6.9.1) */
@@ -281,6 +282,13 @@ cleanup_run(void *arg)
 	    "and %d pipeline/queue task dir(s) older than %d h removed", logs, dirs,
 	    tasks, keep_h);
 	timer_set(&cleanup_timer, agent_period(P_CLEANUP));
+}
+
+/* A round now (the disk guard), then again after P_CLEANUP (ops.h). */
+void
+cleanup_now(void)
+{
+	timer_set(&cleanup_timer, 0);
 }
 
 /* First round at start-up, then every P_CLEANUP. */

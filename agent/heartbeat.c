@@ -14,6 +14,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "ops.h"
 #include "util.h"
 #include "validate.h"
 
@@ -244,6 +245,8 @@ heartbeat_handle(const cJSON *data)
 	if (heartbeat_parse(data, &hb) == -1)
 		return -1;
 	log_debug("heartbeat ok: status %s", hb.agent_status ? hb.agent_status : "-");
+	ops_note_ok(OPS_HEARTBEAT);
+	ops_note_agent_status(hb.agent_status);
 	if (hb.agent_status != NULL && strcmp(hb.agent_status, "DELETE") == 0)
 		heartbeat_deleted();
 	else

@@ -21,6 +21,7 @@
 #include "http.h"
 #include "lock.h"
 #include "log.h"
+#include "ops.h"
 #include "proc.h"
 #include "queue.h"	/* Redis task queue */
 #include "util.h"
@@ -190,6 +191,7 @@ main(int argc, char *argv[])
 	/* Cron task source (docs/cron.md). */
 	cron_start();
 	upgrade_init();
+	ops_start();	/* operator side: state file, disk guard, metrics */
 	poll_start();
 	ev_run();
 
@@ -199,6 +201,8 @@ main(int argc, char *argv[])
 	/* Cron task source: stop its jobs, flush its log. */
 	cron_stop(3000);
 	outbox_flush(3000);
+	prom_stop();
+	ops_write_now();
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",
 	    A.exit_code, build_total_count());
 	lock_release(lockfd);

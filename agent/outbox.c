@@ -18,6 +18,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "ops.h"
 #include "util.h"
 
 #define UNINSTALL_REPORT_TRIES 5	/* finish reports of a deleted agent */
@@ -52,6 +53,7 @@ outbox_drop(struct build *b)
 {
 	journal_remove(b);
 	build_free(b);
+	ops_dirty();
 	agent_maybe_finish();
 }
 
@@ -101,6 +103,7 @@ outbox_dead_letter(struct build *b, const char *why)
 	log_error("build %s: the server refused its finish report %d times (%s); "
 	    "set aside as %s and no longer reported", b->key, b->reports_sent,
 	    why, path);
+	ops_note_build(OPS_DEAD_LETTER);
 	free(path);
 	outbox_drop(b);
 }
@@ -152,6 +155,7 @@ report_done(struct http_result *r, void *arg)
 		log_error("build %s: finish report failed %d times while the agent "
 		    "is being uninstalled (%s); giving up on it", b->key,
 		    b->reports_sent, err);
+		ops_note_build(OPS_DEAD_LETTER);
 		outbox_drop(b);
 		return;
 	}
@@ -164,6 +168,8 @@ report_done(struct http_result *r, void *arg)
 	delay = b->report_backoff * (80 + random() % 41) / 100;
 	log_warnx("build %s: finish report failed (%s); retry in %lld ms",
 	    b->key, err, (long long)delay);
+	ops_note_build(OPS_REPORT_RETRY);
+	ops_note_error("finish report", err);
 	timer_set(&b->report_timer, delay);
 }
 

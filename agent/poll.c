@@ -41,6 +41,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "ops.h"
 #include "util.h"
 
 #define TOO_FREQUENT	"request too frequently"	/* bk-ci rate-limit text */
@@ -77,13 +78,17 @@ static void
 log_call_failure(const char *what, const struct http_result *r,
     const struct envelope *env, const char *err)
 {
+	char msg[400];
+
 	if (!r->ok)
-		log_warnx("%s failed: %s", what, r->error);
+		snprintf(msg, sizeof(msg), "%s", r->error);
 	else if (err != NULL)
-		log_warnx("%s failed: HTTP %ld, %s", what, r->code, err);
+		snprintf(msg, sizeof(msg), "HTTP %ld, %s", r->code, err);
 	else
-		log_warnx("%s failed: HTTP %ld, status %lld: %s", what, r->code,
+		snprintf(msg, sizeof(msg), "HTTP %ld, status %lld: %s", r->code,
 		    env->status, env->message ? env->message : "(no message)");
+	log_warnx("%s failed: %s", what, msg);
+	ops_note_error(what, msg);
 }
 
 /*
@@ -130,6 +135,7 @@ poll_exit_reported(void)
 static void
 poll_announce(const char *why)
 {
+	ops_dirty();
 	log_info("poll mode: %s (%s)", P.mode == POLL_ASK ? "ask" : "legacy", why);
 	P.announced = 1;
 }
@@ -288,6 +294,7 @@ ask_done(struct http_result *r, void *arg)
 	poll_count_timeout(r);
 	if (!r->ok) {
 		log_warnx("ask failed: %s", r->error);
+		ops_note_error("ask", r->error);
 		rc = ASK_BAD;
 		memset(&a, 0, sizeof(a));
 	} else {
@@ -299,14 +306,17 @@ ask_done(struct http_result *r, void *arg)
 		ask_answer_free(&a);
 		goto out;
 	case ASK_BAD:
-		if (r->ok)
+		if (r->ok) {
 			log_warnx("ask failed: HTTP %ld, %s", r->code, err);
+			ops_note_error("ask", err);
+		}
 		break;
 	case ASK_TOO_FREQUENT:
 		next = agent_period(P_ASK_WINDOW);
 		/* FALLTHROUGH */
 	case ASK_REFUSED:
 		log_warnx("ask refused: HTTP %ld, %s", r->code, err);
+		ops_note_error("ask", err);
 		break;
 	default:
 		if (P.mode != POLL_ASK || !P.announced) {
@@ -315,6 +325,7 @@ ask_done(struct http_result *r, void *arg)
 			P.mode = POLL_ASK;
 			poll_announce("the server answers ask");
 		}
+		ops_note_ok(OPS_ASK);
 		claimed = ask_dispatch(&a, upgrade_asked);
 		break;
 	}
@@ -629,6 +640,8 @@ startup_done(struct http_result *r, void *arg)
 	(void)arg;
 	if (r->ok && envelope_data_str(r->body, r->len, &st, err, sizeof(err)) == 0) {
 		log_info("startup reported: agent status %s", st ? st : "");
+		ops_note_ok(OPS_STARTUP);
+		ops_note_agent_status(st);
 		free(st);
 		poll_on_started();
 		return;

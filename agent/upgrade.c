@@ -62,6 +62,7 @@
 #include "json.h"
 #include "lock.h"
 #include "log.h"
+#include "ops.h"
 #include "md5.h"
 #include "probe.h"
 #include "util.h"
@@ -302,6 +303,7 @@ finish(int success, const char *why)
 		log_info("upgrade attempt succeeded: %s", why);
 	else
 		log_warnx("upgrade attempt failed: %s", why);
+	ops_note_upgrade(success);
 	if (http_json("DELETE", path, NULL, finish_done, NULL) == -1)
 		log_warnx("upgrade: cannot start the finish report");
 	free(path);

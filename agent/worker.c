@@ -21,6 +21,7 @@
 #include "fsutil.h"
 #include "json.h"
 #include "log.h"
+#include "ops.h"
 #include "proc.h"
 #include "tree.h"
 #include "util.h"
@@ -107,6 +108,13 @@ build_user(struct envlist *env, struct spawn_opts *o, char *err, size_t errlen)
 	envlist_set(env, "USER", pw->pw_name);
 	envlist_set(env, "LOGNAME", pw->pw_name);
 	return 0;
+}
+
+/* The build user for a hook (ops.h). */
+int
+worker_user(struct envlist *env, struct spawn_opts *o, char *err, size_t errlen)
+{
+	return build_user(env, o, err, errlen);
 }
 
 /* The worker's environment (§6.6). */
@@ -223,6 +231,26 @@ build_cgroup_create(const struct build *b)
 	return dir;
 }
 
+static void worker_spawn(struct build *b);
+
+/* hooks/pre-build ended (ops.h hook_done_fn): start the worker, or fail. */
+static void
+pre_build_done(struct build *b, int ok, const char *msg)
+{
+	free(b->cgroup);	/* ended and removed with the hook's leftovers */
+	b->cgroup = NULL;
+	if (!ok) {
+		build_finish(b, 0, msg, ERR_BUILD_PROCESS_START);
+		return;
+	}
+	if (A.mode == MODE_STOP)
+		return;	/* the next start fails it as claimed, never started */
+	b->cgroup = build_cgroup_create(b);
+	if (b->cgroup != NULL)
+		(void)journal_write(b);
+	worker_spawn(b);
+}
+
 /* Start the worker of a claimed build (§6.3-6.8). */
 void
 worker_launch(struct build *b)
@@ -232,7 +260,7 @@ worker_launch(struct build *b)
 	char err[512], *java, *info, *b64, *text;
 	const char *shell = "/bin/bash";
 	const char *sh_env = getenv("SHELL");
-	pid_t pid;
+	int rc;
 
 	if (worker_jar_check(b) == -1)
 		return;
@@ -244,12 +272,12 @@ worker_launch(struct build *b)
 		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
 		return;
 	}
+	envlist_free(&env);
 	/* 0777 as GoAgent (builds of any user), plus the sticky bit: one
 	 * build user cannot remove or swap another's (or the agent's) files. */
 	if (fs_mkdir_p(BUILD_TMP, 0777) == -1 || chmod(BUILD_TMP, 01777) == -1) {
 		snprintf(err, sizeof(err), "cannot create %s: %s", BUILD_TMP,
 		    strerror(errno));
-		envlist_free(&env);
 		launch_fault(b, err, ERR_MAKE_TMP_DIR);
 		return;
 	}
@@ -281,7 +309,6 @@ worker_launch(struct build *b)
 		snprintf(err, sizeof(err), "cannot write build scripts: %s",
 		    strerror(errno));
 		free(text);
-		envlist_free(&env);
 		launch_fault(b, err, ERR_PREPARE_SCRIPT);
 		return;
 	}
@@ -291,7 +318,6 @@ worker_launch(struct build *b)
 		snprintf(err, sizeof(err), "cannot write build scripts: %s",
 		    strerror(errno));
 		free(text);
-		envlist_free(&env);
 		launch_fault(b, err, ERR_PREPARE_SCRIPT);
 		return;
 	}
@@ -300,11 +326,48 @@ worker_launch(struct build *b)
 	/*
 	 * The cgroup is journaled before the spawn: should the agent die
 	 * between the spawn and the next journal write, the next start still
-	 * finds (and ends) whatever runs in it.
+	 * finds (and ends) whatever runs in it (the pre-build hook's too).
 	 */
 	b->cgroup = build_cgroup_create(b);
 	if (b->cgroup != NULL)
 		(void)journal_write(b);
+	/* Job hook (hooks.c): the worker starts once it succeeded. */
+	rc = hook_run(HOOK_PRE_BUILD, b, b->cgroup, pre_build_done, err,
+	    sizeof(err));
+	if (rc == 1)
+		return;
+	if (rc == -1) {
+		tree_cgroup_remove(b->cgroup);
+		free(b->cgroup);
+		b->cgroup = NULL;
+		text = xasprintf("hooks/pre-build: %s", err);
+		build_finish(b, 0, text, ERR_BUILD_PROCESS_START);
+		free(text);
+		return;
+	}
+	worker_spawn(b);
+}
+
+/* Spawn the prepared worker of b in its cgroup (or process group). */
+static void
+worker_spawn(struct build *b)
+{
+	struct spawn_opts o;
+	struct envlist env;
+	char err[512];
+	pid_t pid;
+
+	memset(&o, 0, sizeof(o));
+	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
+	build_env(b, &env);
+	if (build_user(&env, &o, err, sizeof(err)) == -1) {
+		envlist_free(&env);
+		tree_cgroup_remove(b->cgroup);
+		free(b->cgroup);
+		b->cgroup = NULL;
+		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
+		return;
+	}
 	char *argv[] = { b->prepare_script, NULL };
 	o.path = b->prepare_script;
 	o.argv = argv;
@@ -335,6 +398,7 @@ worker_launch(struct build *b)
 	b->state = B_RUNNING;
 	child_watch(pid, build_worker_exited, b);
 	(void)journal_write(b);
+	ops_dirty();
 	log_info("build %s: worker started, pid %ld%s", b->key, (long)pid,
 	    b->cgroup ? " (own cgroup)" : "");
 }

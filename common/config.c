@@ -147,9 +147,20 @@ static const struct ckey keys[] = {
 	{ "devops.cron.log.file.max.bytes", CT_LL, O(cron_log_file_max),
 	    "16777216", F_POSITIVE | F_SAVE_SET, NULL },
 	/* End of the cron task source. */
+	/* Operator side: local metrics, disk guard, job hooks. */
+	{ "devops.agent.metrics.listen", CT_STR, O(metrics_listen), "",
+	    F_SAVE_SET, NULL },
+	{ "devops.agent.metrics.remote", CT_BOOL, O(metrics_remote), "false",
+	    F_SAVE_SET, NULL },
+	{ "devops.agent.disk.min.free.mb", CT_LL, O(disk_min_free_mb), "2048",
+	    F_SAVE_SET, NULL },
+	{ "devops.agent.disk.min.inodes.percent", CT_INT,
+	    O(disk_min_inodes_pct), "5", F_SAVE_SET, NULL },
+	{ "devops.agent.hooks.timeout.sec", CT_LL, O(hooks_timeout_sec), "300",
+	    F_POSITIVE | F_SAVE_SET, NULL },
 };
 #undef O
-#define NKEYS (29 + 8 + 12)	/* + 8: Redis task queue, + 12: cron */
+#define NKEYS (29 + 8 + 12 + 5)	/* + queue, cron, operator side */
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */

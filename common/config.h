@@ -128,6 +128,16 @@ struct config {
 	char	*queue_cmd_dir;		/* devops.queue.cmd.dir; relative to WORKDIR
 					   unless absolute; "" -> queue_cmd */
 	int	 queue_parallel;	/* devops.queue.parallel; <= 0 -> 4 */
+	/* Operator side: local metrics, disk guard, job hooks. */
+	char	*metrics_listen;	/* devops.agent.metrics.listen: "host:port"
+					   of the Prometheus endpoint; "" = off */
+	int	 metrics_remote;	/* devops.agent.metrics.remote: a
+					   non-loopback listen address is allowed */
+	long long disk_min_free_mb;	/* devops.agent.disk.min.free.mb; 2048,
+					   0 = no free-space guard */
+	int	 disk_min_inodes_pct;	/* devops.agent.disk.min.inodes.percent;
+					   5, 0 = no inode guard */
+	long long hooks_timeout_sec;	/* devops.agent.hooks.timeout.sec; 300 */
 
 	/* Derived at load, never written back. */
 	char	*path;			/* file path as given to config_load */

@@ -41,6 +41,7 @@ struct http_req {
 	size_t		 max_body;	/* response cap; 0 = HTTP_MAX_BODY */
 	http_stream_fn	 stream;	/* body sink of a streaming request */
 	void		*stream_arg;
+	char		*path;		/* request path without the query (observer) */
 	struct http_req	*next;
 };
 
@@ -326,8 +327,19 @@ req_free(struct http_req *r)
 	free(r->tmp);
 	free(r->dest);
 	free(r->etag);
+	free(r->path);
 	http_result_free(&r->res);
 	free(r);
+}
+
+/* The observer of finished asynchronous requests, or NULL. */
+static http_observe_fn observer;
+
+/* Set the observer (http.h). */
+void
+http_set_observer(http_observe_fn fn)
+{
+	observer = fn;
 }
 
 /*
@@ -385,6 +397,8 @@ req_new(const char *method, const char *path, const char *body)
 {
 	char *url = config_url(H.gateway, path), *h;
 	struct http_req *r = req_base(url);
+
+	r->path = xstrndup(path, strcspn(path, "?"));
 
 	curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
@@ -839,6 +853,8 @@ http_dispatch(void)
 			}
 		H.n--;
 		req_finish(r, rc);
+		if (observer != NULL && r->path != NULL)
+			observer(r->path, &r->res);
 		r->cb(&r->res, r->arg);
 		req_free(r);
 	}

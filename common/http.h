@@ -222,6 +222,16 @@ int http_md5_header_parse(const char *line, size_t len, char out[MD5_HEX_LEN]);
 /** Free a result's body (safe to call twice). */
 void http_result_free(struct http_result *res);
 
+/**
+ * Observer of every finished asynchronous request to the BK-CI gateway
+ * (not the _sync ones, not http_url_request):
+ * called from the loop before the request's own callback with its path
+ * (no query string; borrowed) and its result (borrowed, read only). One
+ * observer per process; NULL removes it. Used by the operator metrics.
+ */
+typedef void (*http_observe_fn)(const char *path, const struct http_result *res);
+void http_set_observer(http_observe_fn fn);
+
 /** Number of requests in flight. */
 int http_in_flight(void);
 

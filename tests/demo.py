@@ -7,11 +7,14 @@
 3. starts devopsDaemon, which starts devopsAgent;
 4. queues a build whose steps unpack a copy of this project's sources in the
    job workspace, compile them and run the unit tests;
-5. waits for the agent's workerBuildFinish report, prints it with the build
-   log and the measured figures, stops daemon and agent, and exits 0 when the
-   build succeeded, 1 otherwise.
+5. tells the story as it happens: server up, agent registered, build
+   claimed, worker running, the whole build log, the finish report, the
+   figures, and where to look next (`devopsAgent status` on the demo
+   install);
+6. stops everything it started and exits 0 when the build succeeded, 1
+   otherwise. build/demo stays for the reader unless --clean is given.
 
-Usage: tests/demo.py [--timeout SECONDS] [--keep]
+Usage: tests/demo.py [--timeout SECONDS] [--clean]
 """
 
 import argparse
@@ -109,24 +112,44 @@ def tail(path: str, n: int = 15) -> str:
         return "(no file)\n"
 
 
+STEPS = 8
+
+
+def step(n: int, title: str, detail: str = "") -> None:
+    """One chapter of the story: '[n/8] title: detail'."""
+    print(f"\n[{n}/{STEPS}] {title}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def log_text(install: str) -> str:
+    try:
+        with open(os.path.join(install, "logs", "devopsAgent.log"), errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timeout", type=float, default=600, help="build timeout, s")
-    ap.add_argument("--keep", action="store_true", help="keep build/demo afterwards")
+    ap.add_argument("--clean", action="store_true",
+                    help="delete build/demo afterwards (kept by default)")
+    ap.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     root = os.path.join(REPO, "build", "demo")
     install = os.path.join(root, "agent")
+    rel = os.path.relpath(install, REPO)
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
 
     ci = FakeCI(project_id="demo-proj", agent_id="demoagent01",
                 secret_key="demo-secret-0123456789").start()
-    say(f"dispatch server on {ci.url}")
+    step(1, "server up", f"a BK-CI compatible dispatch server (tests/fakeci) on {ci.url}")
     layout_install_dir(install, ci)
     tarball = os.path.join(root, "project-src.tar.gz")
     make_tarball(tarball)
-    say(f"install dir {os.path.relpath(install, REPO)}; sources packed")
+    print(f"      install dir {rel} (the three binaries, .agent.properties, "
+          "the worker stand-in as jdk/bin/java)")
 
     daemon = subprocess.Popen([os.path.join(install, "devopsDaemon")], cwd=install,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -141,20 +164,47 @@ def main() -> int:
             print(tail(os.path.join(install, "logs", "devopsAgent.log")))
             return 1
         agent_pid = read_pid(install, "agent")
-        say(f"daemon {daemon.pid} started agent {agent_pid}; startup acknowledged")
-        ci.wait_for("requests", 1, timeout=15, path_contains="thirdPartyAgent/ask")
         mode = "unknown"
-        log_path = os.path.join(install, "logs", "devopsAgent.log")
-        if wait(lambda: "poll mode: " in open(log_path, errors="replace").read(), 15):
-            mode = open(log_path, errors="replace").read().rsplit(
-                "poll mode: ", 1)[1].split("\n", 1)[0]
-        say(f"poll mode: {mode}")
+        if wait(lambda: "poll mode: " in log_text(install), 15):
+            mode = log_text(install).rsplit("poll mode: ", 1)[1].split("\n", 1)[0]
+        step(2, "agent registered", f"devopsDaemon (pid {daemon.pid}) started devopsAgent "
+             f"(pid {agent_pid}); the server acknowledged its startup; poll mode {mode}")
         idle_rss = rss_kib(agent_pid)
 
         queued_at = time.time()
         build = ci.queue_build(script=BUILD_STEPS.format(tarball=tarball))
-        say(f"queued build {build['buildId']} (compile + unit tests of this project)")
-        if not ci.wait_for("finished", 1, timeout=args.timeout):
+        key = f"{build['buildId']}_{build['vmSeqId']}"
+        print(f"      queued build {build['buildId']} on the server "
+              "(compile this project and run its unit tests)")
+        if not wait(lambda: f"build {key} claimed" in log_text(install), 30):
+            say("the agent did not claim the build; agent log:")
+            print(tail(os.path.join(install, "logs", "devopsAgent.log"), 30))
+            return 1
+        step(3, "build claimed", f"the agent took build {key} in its answer to the server "
+             f"{time.time() - queued_at:.1f} s after it was queued")
+        if not wait(lambda: f"build {key}: worker started" in log_text(install), 30):
+            say("the worker did not start; agent log:")
+            print(tail(os.path.join(install, "logs", "devopsAgent.log"), 30))
+            return 1
+        worker = log_text(install).split(f"build {key}: worker started, ", 1)[1]
+        worker = worker.split("\n", 1)[0].replace(" (own cgroup)", ", in a cgroup of its own")
+        step(4, "worker running", f"{worker}, in a session of its own; the agent "
+             "journals it in runtime/builds/")
+
+        step(5, "log lines", "the worker's build log as the server receives it, whole")
+        shown = 0
+        end = time.monotonic() + args.timeout
+        while time.monotonic() < end:
+            lines = ci.log_messages(build["buildId"])
+            for line in lines[shown:]:
+                print("      | " + line.rstrip(), flush=True)
+            shown = len(lines)
+            if ci.finished:
+                break
+            time.sleep(0.5)
+        for line in ci.log_messages(build["buildId"])[shown:]:
+            print("      | " + line.rstrip())
+        if not ci.finished:
             say("no finish report in time; agent log:")
             print(tail(os.path.join(install, "logs", "devopsAgent.log"), 30))
             return 1
@@ -163,29 +213,42 @@ def main() -> int:
 
         report = ci.finished[0]
         report.pop("t", None)
-        print("\n---- build log (from the worker) ----")
-        for line in ci.log_messages(build["buildId"])[-25:]:
-            print("  " + line.rstrip())
-        print("---- workerBuildFinish report ----")
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-        print("---- figures ----")
+        step(6, "finish reported", "the agent's workerBuildFinish call")
+        for line in json.dumps(report, indent=2, ensure_ascii=False).splitlines():
+            print("      " + line)
+
+        step(7, "figures")
         if started_at is not None:
-            print(f"queued -> worker running: {started_at - queued_at:.2f} s "
+            print(f"      queued -> worker running: {started_at - queued_at:.2f} s "
                   f"(the agent asks the server every 5 s)")
-        print(f"agent idle RSS: {idle_rss} KiB")
-        print(f"protocol violations seen by the server: {len(ci.violations)}")
+        print(f"      agent idle RSS: {idle_rss} KiB")
+        print(f"      protocol violations seen by the server: {len(ci.violations)}")
         for v in ci.violations:
-            print("  violation:", v)
-        print(f"poll mode: {mode}")
+            print("        violation:", v)
         ok = report.get("success") is True and not ci.violations
-        say("build SUCCEEDED" if ok else "build FAILED")
         rc = 0 if ok else 1
+
+        step(8, "where to look next", f"`devopsAgent status` on the demo install, "
+             "while everything still runs")
+        st = subprocess.run([os.path.join(install, "devopsAgent"), "status"], cwd=install,
+                            capture_output=True, text=True, timeout=60)
+        for line in st.stdout.splitlines():
+            print("      " + line)
+        print(f"      (exit code {st.returncode})")
     finally:
         stop(daemon.pid)
         stop(read_pid(install, "agent"))
         ci.stop()
-        if not args.keep and rc == 0:
-            shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(f"Everything the demo started is stopped. The install dir stays in {rel}:")
+    print(f"  {rel}/logs/devopsAgent.log      the agent's log (devopsDaemon.log: the daemon's)")
+    print(f"  {rel}/runtime/status.json       the agent's last state, read by `status`")
+    print(f"  {rel}/workspace/                 the build's workspace")
+    print(f"  cd {rel} && ./devopsAgent status   (now says the agent is stopped, exit 3)")
+    print("Remove it with `rm -rf build/demo`, or run the demo with --clean.")
+    if args.clean:
+        shutil.rmtree(root, ignore_errors=True)
+    say("build SUCCEEDED" if rc == 0 else "build FAILED")
     return rc
 
 

@@ -27,6 +27,9 @@ pkgs_test="$pkgs_test redis-server redis-tools"
 # Cron task source: a real etcd and etcdctl for its tests, croniter as the
 # oracle of the cron expression parser.
 pkgs_test="$pkgs_test etcd-server etcd-client python3-croniter"
+# Operator side: the local metrics endpoint (libmicrohttpd), a real scrape in tests.
+pkgs_build="$pkgs_build libmicrohttpd-dev"
+pkgs_test="$pkgs_test prometheus"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
 

@@ -374,9 +374,11 @@ def test_status_running_and_stopped(box):
     assert names["jdk17"]["ok"] and names["jdk"]["ok"] and names["worker-agent.jar"]["ok"]
     assert not names["gateway tcp"]["ok"]          # the gateway port is closed
     assert doc["install_mode"] == "DIRECT"
-    assert r.returncode == 2 and doc["exit_code"] == 2 and doc["healthy"] is False
+    # The server is unreachable: exit 5, with what to do next.
+    assert r.returncode == 5 and doc["exit_code"] == 5 and doc["healthy"] is False
+    assert names["gateway tcp"]["class"] == 5 and names["gateway tcp"]["hint"]
     text = box.cli("status", check=False)
-    assert text.returncode == 2
+    assert text.returncode == 5
     out_lines(text)
     assert "\u2717 gateway tcp" in text.stdout
     box.cli("stop")
