@@ -135,17 +135,9 @@ static void
 start_uninstaller(void)
 {
 	char *argv[] = { "tmp/upgrader", "-action=uninstall", NULL };
-	struct spawn_opts o;
 	char err[256];
 
-	memset(&o, 0, sizeof(o));
-	o.path = argv[0];
-	o.argv = argv;
-	o.cwd = A.workdir;
-	o.new_session = 1;
-	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
-	(void)chmod(argv[0], 0755);
-	if (child_spawn(&o, err, sizeof(err)) == -1)
+	if (child_spawn_detached(argv[0], argv, A.workdir, err, sizeof(err)) == -1)
 		log_error("cannot start the uninstaller: %s", err);
 	else
 		log_info("uninstaller started");

@@ -290,20 +290,12 @@ cli_stop_processes(void)
 long
 cli_start_direct(const char *workdir)
 {
-	struct spawn_opts o;
 	char err[256];
 	char *path = xasprintf("%s/devopsDaemon", workdir);
 	char *argv[] = { path, NULL };
 	pid_t pid;
 
-	(void)chmod(path, 0755);
-	memset(&o, 0, sizeof(o));
-	o.path = path;
-	o.argv = argv;
-	o.cwd = workdir;
-	o.new_session = 1;
-	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
-	pid = child_spawn(&o, err, sizeof(err));
+	pid = child_spawn_detached(path, argv, workdir, err, sizeof(err));
 	if (pid == -1)
 		cli_error("cannot start %s: %s", path, err);
 	free(path);

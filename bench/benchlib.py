@@ -1,4 +1,9 @@
-"""Helpers shared by the bench scripts: memory of a process and percentiles."""
+"""Helpers shared by the bench scripts: starting and stopping an agent, memory
+of a process and percentiles."""
+
+import os
+import signal
+import subprocess
 
 GOAGENT_RSS_MB = (30, 50)   # GoAgent with its embedded telegraf (agent-behaviour §10)
 
@@ -23,3 +28,24 @@ def percentile(values, p):
     s = sorted(values)
     k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+def start_agent(install: str, fast: bool = False) -> subprocess.Popen:
+    """Start <install>/devopsAgent in its own session (test periods when fast)."""
+    env = {k: v for k, v in os.environ.items() if k != "DEVOPS_AGENT_TEST_FAST"}
+    if fast:
+        env["DEVOPS_AGENT_TEST_FAST"] = "1"
+    return subprocess.Popen(["./devopsAgent"], cwd=install, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_agent(p: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL its session after 10 s."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)

@@ -16,8 +16,6 @@ Usage: bench/collector_figures.py [--idle 70] [--mb 55]
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
-from benchlib import GOAGENT_RSS_MB, smaps  # noqa: E402
+from benchlib import GOAGENT_RSS_MB, smaps, start_agent, stop_agent  # noqa: E402
 
 def status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
@@ -37,39 +35,19 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def start(install: str, fast: bool) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop("DEVOPS_AGENT_TEST_FAST", None)
-    if fast:
-        env["DEVOPS_AGENT_TEST_FAST"] = "1"
-    return subprocess.Popen(["./devopsAgent"], cwd=install, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
-
-
 def idle(ci: FakeCI, root: str, collector: bool, seconds: float) -> dict:
     install = os.path.join(root, "idle-on" if collector else "idle-off")
     layout_install_dir(install, ci)
     write_properties(install, ci, {"devops.agent.collectorOn": str(collector).lower(),
                                    "devops.pipeline.enable": "true"})
-    p = start(install, fast=False)
+    p = start_agent(install, fast=False)
     try:
         time.sleep(seconds)
         if p.poll() is not None:
             raise SystemExit("agent exited during the idle run")
         return smaps(p.pid)
     finally:
-        stop(p)
+        stop_agent(p)
 
 
 def main() -> int:
@@ -98,7 +76,7 @@ def main() -> int:
         install = os.path.join(root, "pipeline")
         layout_install_dir(install, ci)
         write_properties(install, ci, {"devops.pipeline.enable": "true"})
-        p = start(install, fast=True)
+        p = start_agent(install, fast=True)
         try:
             ci.queue_pipeline("echo warm", seq_id="warm")
             ci.wait_until(lambda: any(u["seqId"] == "warm" and u["status"] == "SUCCESS"
@@ -122,7 +100,7 @@ def main() -> int:
                   f"{took:.2f} s (includes the 0.5 s fast poll), "
                   f"{size / 1048576 / took:.0f} MiB/s through the pipe, log file and tail")
         finally:
-            stop(p)
+            stop_agent(p)
     finally:
         ci.stop()
     return 0

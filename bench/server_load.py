@@ -22,8 +22,6 @@ Usage: bench/server_load.py [--minutes 2] [--warmup 15]
 import argparse
 import collections
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,25 +31,9 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
+from benchlib import start_agent, stop_agent  # noqa: E402
 
 GOAGENT_ASKS_PER_MIN = 13
-
-
-def start(install: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "DEVOPS_AGENT_TEST_FAST"}
-    return subprocess.Popen(["./devopsAgent"], cwd=install, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
 
 
 def endpoint(path: str) -> str:
@@ -79,7 +61,7 @@ def main() -> int:
             layout_install_dir(install, ci)
             write_properties(install, ci, {"devops.agent.collectorOn": "true",
                                            "devops.pipeline.enable": "true"})
-            runs[mode] = (ci, start(install))
+            runs[mode] = (ci, start_agent(install))
         try:
             time.sleep(args.warmup)
             marks = {m: len(ci.requests()) for m, (ci, _) in runs.items()}
@@ -101,7 +83,7 @@ def main() -> int:
                           f"goal <= 1.00)")
         finally:
             for ci, p in runs.values():
-                stop(p)
+                stop_agent(p)
                 ci.stop()
     return 0
 

@@ -328,6 +328,23 @@ overrun:
 	return -1;
 }
 
+/* Start a detached program (child.h). */
+pid_t
+child_spawn_detached(const char *path, char *const argv[], const char *cwd,
+    char *err, size_t errlen)
+{
+	struct spawn_opts o;
+
+	(void)chmod(path, 0755);
+	memset(&o, 0, sizeof(o));
+	o.path = path;
+	o.argv = argv;
+	o.cwd = cwd;
+	o.new_session = 1;
+	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
+	return child_spawn(&o, err, errlen);
+}
+
 /* A wait status in words. */
 const char *
 child_status_str(int status)

@@ -35,6 +35,17 @@ typedef void (*child_exit_fn)(pid_t pid, int status, void *arg);
 pid_t child_spawn(const struct spawn_opts *o, char *err, size_t errlen);
 
 /**
+ * Start path (argv[0] = path; argv NULL-terminated, borrowed) detached: in a
+ * session of its own, cwd as given (NULL: inherit), stdin, stdout and stderr
+ * on /dev/null, the environment inherited; nobody watches it (its exit is
+ * reaped and logged as unknown). Makes path executable first (chmod 0755:
+ * a copied install may have lost the bit). Returns the pid, or -1 with the
+ * reason in err (errlen bytes).
+ */
+pid_t child_spawn_detached(const char *path, char *const argv[], const char *cwd,
+    char *err, size_t errlen);
+
+/**
  * In a child between fork and exec: default dispositions for every signal
  * and an empty mask, so a worker inherits neither the agent's handlers nor
  * an ignored SIGPIPE or SIGQUIT from whoever started the agent.

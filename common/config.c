@@ -205,20 +205,6 @@ ini_error(const char *fmt, ...)
 	return 0;
 }
 
-/* snprintf into a caller buffer that may be NULL or empty. */
-__attribute__((format(printf, 3, 4)))
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Copy v for a message: at most 40 bytes, control bytes shown as '?'. */
 static void
 quote_val(const char *v, char *buf, size_t size)
@@ -326,7 +312,7 @@ key_load(struct config *c, const struct ckey *k, const char *raw, int quiet,
 	if (v != NULL)
 		quote_val(v, q, sizeof(q));
 	if ((k->flags & F_REQ) && (v == NULL || *v == '\0')) {
-		seterr(err, errlen, "%s: missing or blank", k->key);
+		err_set(err, errlen, "%s: missing or blank", k->key);
 		free(v);
 		return -1;
 	}
@@ -358,7 +344,7 @@ key_load(struct config *c, const struct ckey *k, const char *raw, int quiet,
 		    (n < INT_MIN || n > INT_MAX)) ||
 		    ((k->flags & F_STRICT) && n < 0)) {
 			if (k->flags & F_STRICT) {
-				seterr(err, errlen,
+				err_set(err, errlen,
 				    "%s: not a decimal integer >= 0: '%s'",
 				    k->key, q);
 				rc = -1;
@@ -417,14 +403,14 @@ ini_load_buf(const char *buf, size_t len, const char *name, char *err,
 	}
 #endif
 	if (fd == -1) {
-		seterr(err, errlen, "scratch file for iniparser: %s",
+		err_set(err, errlen, "scratch file for iniparser: %s",
 		    strerror(errno));
 		return NULL;
 	}
 	if (fs_write_all(fd, buf, len) == -1 || lseek(fd, 0, SEEK_SET) == -1) {
 		int saved = errno;
 
-		seterr(err, errlen, "scratch file for iniparser: %s",
+		err_set(err, errlen, "scratch file for iniparser: %s",
 		    strerror(saved));
 		close(fd);
 		errno = saved;
@@ -447,12 +433,12 @@ ini_load_buf(const char *buf, size_t len, const char *name, char *err,
 	/* One line: iniparser's second line quotes the input, maybe a secret. */
 	ini_msg[strcspn(ini_msg, "\n")] = '\0';
 	if (ini_msg[0] == '\0')
-		seterr(err, errlen, "iniparser could not parse the file");
+		err_set(err, errlen, "iniparser could not parse the file");
 	else if ((at = strstr(ini_msg, path)) != NULL)
-		seterr(err, errlen, "%.*s%s%s", (int)(at - ini_msg), ini_msg,
+		err_set(err, errlen, "%.*s%s%s", (int)(at - ini_msg), ini_msg,
 		    name, at + strlen(path));
 	else
-		seterr(err, errlen, "%s", ini_msg);
+		err_set(err, errlen, "%s", ini_msg);
 	return NULL;
 }
 
@@ -547,13 +533,13 @@ doc_frame(const struct config_doc *d, size_t *i, char *j, size_t *jlen,
 
 		/* fgets(line + acc, 1024 - acc): content must fit in 1022. */
 		if (acc + l->len > INI_LINE_MAX) {
-			seterr(err, errlen, "line %zu: longer than %d bytes",
+			err_set(err, errlen, "line %zu: longer than %d bytes",
 			    *i + 1, INI_LINE_MAX);
 			return -1;
 		}
 		if (cont) {
 			if (*i + 1 >= d->nlines) {
-				seterr(err, errlen, "line %zu: '\\' continues "
+				err_set(err, errlen, "line %zu: '\\' continues "
 				    "past the end of the file", *i + 1);
 				return -1;
 			}
@@ -600,7 +586,7 @@ doc_scan(struct config_doc *d, char **ini, int quiet, char *err, size_t errlen)
 
 		for (p = d->text; p < nul; p++)
 			line += *p == '\n';
-		seterr(err, errlen, "line %zu: NUL byte (not a text file)", line);
+		err_set(err, errlen, "line %zu: NUL byte (not a text file)", line);
 		return -1;
 	}
 	d->bom = d->len >= 3 && memcmp(d->text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
@@ -628,7 +614,7 @@ doc_scan(struct config_doc *d, char **ini, int quiet, char *err, size_t errlen)
 			while (ne > ns && isspace((unsigned char)j[ne - 1]))
 				ne--;
 			if (ne == ns) {
-				seterr(err, errlen, "line %zu: empty section name",
+				err_set(err, errlen, "line %zu: empty section name",
 				    first + 1);
 				goto fail;
 			}
@@ -641,12 +627,12 @@ doc_scan(struct config_doc *d, char **ini, int quiet, char *err, size_t errlen)
 		klen = strcspn(j, "=:");
 		if (klen == jlen || lead + klen >= piece0) {
 			/* None, or only on a continuation line (ini.v1 rejects). */
-			seterr(err, errlen, "line %zu: not a key=value line",
+			err_set(err, errlen, "line %zu: not a key=value line",
 			    first + 1);
 			goto fail;
 		}
 		if (klen == 0) {
-			seterr(err, errlen, "line %zu: empty key", first + 1);
+			err_set(err, errlen, "line %zu: empty key", first + 1);
 			goto fail;
 		}
 		dpos = d->lines[first].off + lead + klen;
@@ -659,7 +645,7 @@ doc_scan(struct config_doc *d, char **ini, int quiet, char *err, size_t errlen)
 			continue;
 		if ((ki = key_find(kp, klen)) != -1) {
 			if (d->has[ki]) {
-				seterr(err, errlen, "%s: duplicate key (lines "
+				err_set(err, errlen, "%s: duplicate key (lines "
 				    "%zu and %zu)", keys[ki].key,
 				    d->ent[ki].first + 1, first + 1);
 				goto fail;
@@ -705,7 +691,7 @@ doc_parse(char *text, size_t len, const char *name, int quiet,
 	d->len = len;
 	if (len > (size_t)CONFIG_MAX_BYTES) {
 		errno = EFBIG;
-		seterr(err, errlen, "larger than %d bytes", CONFIG_MAX_BYTES);
+		err_set(err, errlen, "larger than %d bytes", CONFIG_MAX_BYTES);
 		goto fail;
 	}
 	if (doc_scan(d, &ini, quiet, err, errlen) == -1) {
@@ -722,7 +708,7 @@ doc_parse(char *text, size_t len, const char *name, int quiet,
 
 		snprintf(lk, sizeof(lk), ":%s", keys[k].key);
 		if (d->has[k] != (iniparser_getstring(*dict, lk, NULL) != NULL)) {
-			seterr(err, errlen, "%s: line framing differs from "
+			err_set(err, errlen, "%s: line framing differs from "
 			    "iniparser's", keys[k].key);
 			iniparser_freedict(*dict);
 			*dict = NULL;
@@ -807,15 +793,15 @@ config_load(struct config *c, const char *path, const char *workdir,
 		err[0] = '\0';
 	if (fs_read_file(path, (size_t)CONFIG_MAX_BYTES, &text, &len) == -1) {
 		if (errno == EFBIG)
-			seterr(err, errlen, "%s: larger than %d bytes", path,
+			err_set(err, errlen, "%s: larger than %d bytes", path,
 			    CONFIG_MAX_BYTES);
 		else
-			seterr(err, errlen, "%s: %s", path, strerror(errno));
+			err_set(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	msg[0] = '\0';
 	if (doc_parse(text, len, path, 0, &d, &dict, msg, sizeof(msg)) == -1) {
-		seterr(err, errlen, "%s", msg);
+		err_set(err, errlen, "%s", msg);
 		return -1;
 	}
 	if (config_fill(c, dict, 0, err, errlen) == -1) {
@@ -856,9 +842,9 @@ config_load_restore(struct config *c, const char *path, const char *workdir,
 	if (config_load(c, bak, workdir, bak_err, sizeof(bak_err)) == -1) {
 		/* Read errors already start with the path. */
 		if (str_starts(bak_err, bak))
-			seterr(err, errlen, "%s; backup %s", main_err, bak_err);
+			err_set(err, errlen, "%s; backup %s", main_err, bak_err);
 		else
-			seterr(err, errlen, "%s; backup %s: %s", main_err, bak,
+			err_set(err, errlen, "%s; backup %s: %s", main_err, bak,
 			    bak_err);
 		free(bak);
 		return -1;
@@ -870,7 +856,7 @@ config_load_restore(struct config *c, const char *path, const char *workdir,
 		mode = st.st_mode & 07777;
 	if (fs_read_file(bak, (size_t)CONFIG_MAX_BYTES, &text, &len) == -1 ||
 	    fs_write_atomic(path, text, len, mode) == -1) {
-		seterr(err, errlen, "%s; backup %s loads but cannot be copied "
+		err_set(err, errlen, "%s; backup %s loads but cannot be copied "
 		    "back: %s", main_err, bak, strerror(errno));
 		free(text);
 		free(bak);
@@ -878,7 +864,7 @@ config_load_restore(struct config *c, const char *path, const char *workdir,
 	}
 	free(text);
 	if (config_load(c, path, workdir, bak_err, sizeof(bak_err)) == -1) {
-		seterr(err, errlen, "%s; restored from %s but: %s", main_err, bak,
+		err_set(err, errlen, "%s; restored from %s but: %s", main_err, bak,
 		    bak_err);
 		free(bak);
 		return -1;
@@ -1041,14 +1027,14 @@ save_verify(char *text, size_t len, const char *name, enum action *act,
 	if (doc_parse(text, len, name, 1, out, &dict, msg, sizeof(msg)) == -1) {
 		int saved = errno;
 
-		seterr(err, errlen, "%s %s: %s", saved == EINVAL ?
+		err_set(err, errlen, "%s %s: %s", saved == EINVAL ?
 		    "refusing to write" : "cannot check", name, msg);
 		errno = saved;
 		return -1;
 	}
 	memset(&tmp, 0, sizeof(tmp));
 	if (config_fill(&tmp, dict, 1, msg, sizeof(msg)) == -1) {
-		seterr(err, errlen, "refusing to write %s: %s", name, msg);
+		err_set(err, errlen, "refusing to write %s: %s", name, msg);
 		rc = -1;
 	}
 	for (k = 0; rc == 0 && k < NKEYS; k++) {
@@ -1057,7 +1043,7 @@ save_verify(char *text, size_t len, const char *name, enum action *act,
 		if ((act[k] == A_REPLACE || act[k] == A_APPEND) &&
 		    (raw == NULL || strcmp(raw, fmt[k]) != 0)) {
 			/* No value in the message: it may be the secret. */
-			seterr(err, errlen, "%s: value cannot be stored as is "
+			err_set(err, errlen, "%s: value cannot be stored as is "
 			    "(line break, '#', ';', quotes or outer blanks)",
 			    keys[k].key);
 			rc = -1;
@@ -1137,7 +1123,7 @@ config_save(struct config *c, char *err, size_t errlen)
 	int rc = -1, saved;
 
 	if (d == NULL || c->path == NULL) {
-		seterr(err, errlen, "config_save: no loaded configuration");
+		err_set(err, errlen, "config_save: no loaded configuration");
 		errno = EINVAL;
 		return -1;
 	}
@@ -1175,7 +1161,7 @@ config_save(struct config *c, char *err, size_t errlen)
 	goto out;
 fail:
 	saved = errno;
-	seterr(err, errlen, "cannot write %s: %s", c->path, strerror(saved));
+	err_set(err, errlen, "cannot write %s: %s", c->path, strerror(saved));
 	errno = saved;
 out:
 	saved = errno;

@@ -43,20 +43,6 @@ static const struct field fields[F_N] = {
 	{ "year", YEAR_MIN, YEAR_MAX, NULL, 0 },
 };
 
-/* snprintf into err when there is room. */
-__attribute__((format(printf, 3, 4)))
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Set bit v of the field's bitmap. */
 static void
 bit_set(struct cronexpr *c, int f, int v)
@@ -122,9 +108,9 @@ item_bad(const struct field *fd, const char *item, const char *ie, char *err,
 	if (memchr(item, 'L', (size_t)(ie - item)) != NULL ||
 	    memchr(item, 'W', (size_t)(ie - item)) != NULL ||
 	    memchr(item, '#', (size_t)(ie - item)) != NULL)
-		seterr(err, errlen, "%s: L, W and # are not supported", fd->what);
+		err_set(err, errlen, "%s: L, W and # are not supported", fd->what);
 	else
-		seterr(err, errlen, "%s: cannot read '%.*s'", fd->what,
+		err_set(err, errlen, "%s: cannot read '%.*s'", fd->what,
 		    (int)(ie - item > 40 ? 40 : ie - item), item);
 	return -1;
 }
@@ -138,7 +124,7 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 	int any_star = 0;
 
 	if (s == end) {
-		seterr(err, errlen, "%s: empty", fd->what);
+		err_set(err, errlen, "%s: empty", fd->what);
 		return -1;
 	}
 	while (s < end) {
@@ -148,7 +134,7 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 		if (ie == NULL)
 			ie = end;
 		if (item == ie) {
-			seterr(err, errlen, "%s: empty list item", fd->what);
+			err_set(err, errlen, "%s: empty list item", fd->what);
 			return -1;
 		}
 		if (*s == '*' || (*s == '?' && (f == F_DOM || f == F_DOW))) {
@@ -173,7 +159,7 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 			s++;
 			if (value_read(&fields[F_SEC], &s, ie, &step) == -1 ||
 			    step < 1) {
-				seterr(err, errlen, "%s: bad step in '%.*s'",
+				err_set(err, errlen, "%s: bad step in '%.*s'",
 				    fd->what, (int)(ie - item), item);
 				return -1;
 			}
@@ -184,17 +170,17 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 		if (star && step == 1)
 			any_star = 1;
 		if (step > (f == F_DOW ? 6 : fd->hi)) {
-			seterr(err, errlen, "%s: step %d larger than %d", fd->what,
+			err_set(err, errlen, "%s: step %d larger than %d", fd->what,
 			    step, f == F_DOW ? 6 : fd->hi);
 			return -1;
 		}
 		if (lo < fd->lo || lo > fd->hi || hi < fd->lo || hi > fd->hi) {
-			seterr(err, errlen, "%s: %d out of range %d-%d", fd->what,
+			err_set(err, errlen, "%s: %d out of range %d-%d", fd->what,
 			    lo < fd->lo || lo > fd->hi ? lo : hi, fd->lo, fd->hi);
 			return -1;
 		}
 		if (lo > hi) {
-			seterr(err, errlen, "%s: range %d-%d runs backwards",
+			err_set(err, errlen, "%s: range %d-%d runs backwards",
 			    fd->what, lo, hi);
 			return -1;
 		}
@@ -202,7 +188,7 @@ field_parse(struct cronexpr *c, int f, const char *s, const char *end,
 			bit_set(c, f, v);
 		s = ie < end ? ie + 1 : ie;
 		if (ie < end && s == end) {
-			seterr(err, errlen, "%s: trailing comma", fd->what);
+			err_set(err, errlen, "%s: trailing comma", fd->what);
 			return -1;
 		}
 	}
@@ -272,11 +258,11 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 
 	memset(out, 0, sizeof(*out));
 	if (s == NULL || (len = strlen(s)) == 0) {
-		seterr(err, errlen, "empty expression");
+		err_set(err, errlen, "empty expression");
 		return -1;
 	}
 	if (len > CRONEXPR_MAX) {
-		seterr(err, errlen, "longer than %d bytes", CRONEXPR_MAX);
+		err_set(err, errlen, "longer than %d bytes", CRONEXPR_MAX);
 		return -1;
 	}
 	while (*s == ' ' || *s == '\t')
@@ -295,14 +281,14 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 			while (*tail == ' ' || *tail == '\t')
 				tail++;
 			if (dl == 0 || dl >= sizeof(d) || *tail != '\0') {
-				seterr(err, errlen, "@every: expects one duration");
+				err_set(err, errlen, "@every: expects one duration");
 				return -1;
 			}
 			memcpy(d, rest, dl);
 			d[dl] = '\0';
 			if ((out->every_ms = duration_parse(d)) < 1000) {
 				out->every_ms = 0;
-				seterr(err, errlen, "@every: '%s' is not a Go duration "
+				err_set(err, errlen, "@every: '%s' is not a Go duration "
 				    "of at least 1s", d);
 				return -1;
 			}
@@ -314,7 +300,7 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 			if (strlen(macros[i].name) == wl &&
 			    strncasecmp(s, macros[i].name, wl) == 0 && *rest == '\0')
 				return cronexpr_parse(macros[i].expr, out, err, errlen);
-		seterr(err, errlen, "unknown macro '%.*s'", (int)(wl > 20 ? 20 : wl), s);
+		err_set(err, errlen, "unknown macro '%.*s'", (int)(wl > 20 ? 20 : wl), s);
 		return -1;
 	}
 	for (p = s; *p != '\0';) {
@@ -323,7 +309,7 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 		if (*p == '\0')
 			break;
 		if (n == F_N) {
-			seterr(err, errlen, "more than 7 fields");
+			err_set(err, errlen, "more than 7 fields");
 			return -1;
 		}
 		start[n] = p;
@@ -332,7 +318,7 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 		stop[n++] = p;
 	}
 	if (n < 5) {
-		seterr(err, errlen, "%d fields: expects 5, 6 or 7", n);
+		err_set(err, errlen, "%d fields: expects 5, 6 or 7", n);
 		return -1;
 	}
 	/* 5: m h dom mon dow; 6: + year; 7: s m h dom mon dow year. */
@@ -347,7 +333,7 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 			const char *colon = strchr(ferr, ':');
 			int wl = colon != NULL ? (int)(colon - ferr) : 0;
 
-			seterr(err, errlen, "field %zu (%.*s)%s", i + 1, wl, ferr,
+			err_set(err, errlen, "field %zu (%.*s)%s", i + 1, wl, ferr,
 			    colon != NULL ? colon : ferr);
 			return -1;
 		}
@@ -356,7 +342,7 @@ cronexpr_parse(const char *s, struct cronexpr *out, char *err, size_t errlen)
 		out->year[0] = out->year[1] = out->year[2] = ~0ULL;
 	}
 	if (out->dom == 0 || out->dow == 0) {
-		seterr(err, errlen, "no day can match");
+		err_set(err, errlen, "no day can match");
 		return -1;
 	}
 	return 0;

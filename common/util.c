@@ -9,6 +9,19 @@
 #include "log.h"
 #include "util.h"
 
+/* Write a message into a caller buffer that may be absent (util.h). */
+void
+err_set(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
 /* Kept in every binary: see IMPL_MARKER in util.h. */
 const char impl_marker[] = IMPL_MARKER;
 

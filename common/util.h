@@ -21,6 +21,13 @@
 #define IMPL_MARKER "devops-agent-c/implementation-marker/1"
 extern const char impl_marker[];
 
+/**
+ * snprintf into a caller's message buffer err (errlen bytes) when there is
+ * one: err may be NULL or errlen 0, then nothing is written.
+ */
+void err_set(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /** malloc(n); never returns NULL (aborts on OOM). Caller frees. */
 void *xmalloc(size_t n);
 /** calloc(n, size); never returns NULL. Caller frees. */

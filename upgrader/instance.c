@@ -163,16 +163,9 @@ daemon_start(const char *workdir)
 {
 	char *path = xasprintf("%s/%s", workdir, DAEMON_BIN), err[256];
 	char *argv[] = { path, NULL };
-	struct spawn_opts o;
 	pid_t pid;
 
-	memset(&o, 0, sizeof(o));
-	o.path = path;
-	o.argv = argv;
-	o.cwd = workdir;
-	o.new_session = 1;
-	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
-	pid = child_spawn(&o, err, sizeof(err));
+	pid = child_spawn_detached(path, argv, workdir, err, sizeof(err));
 	if (pid == -1)
 		log_error("cannot start %s: %s", path, err);
 	else
