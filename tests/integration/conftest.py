@@ -72,8 +72,23 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
+def same_root(pid: int) -> bool:
+    """True when pid has our / as its root directory.
+
+    A test run in a chroot (a clean-room check) uses the same /tmp/pytest-of-*
+    paths as a run on the machine itself; without this check each would find,
+    and kill, the other's processes. Unreadable (other user): False.
+    """
+    try:
+        theirs = os.stat(f"/proc/{pid}/root")
+        ours = os.stat("/")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def processes_in(install_dir: Path) -> list[int]:
-    """Live pids whose cwd, executable or command line is inside install_dir."""
+    """Live pids of our root whose cwd, executable or command line is inside install_dir."""
     root = os.path.realpath(install_dir)
     marker = (root + "/").encode()
     found = []
@@ -81,6 +96,8 @@ def processes_in(install_dir: Path) -> list[int]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         pid = int(entry)
+        if not same_root(pid):
+            continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":

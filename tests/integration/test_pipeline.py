@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (Agent, assert_no_violations, pipeline_polls, wait_heartbeats,
-                      wait_until, write_properties)
+from conftest import (Agent, assert_no_violations, pipeline_polls, same_root,
+                      wait_heartbeats, wait_until, write_properties)
 
 TAIL_MAX = 64 * 1024
 
@@ -54,11 +54,16 @@ def result_json(install_dir, seq):
         return None
 
 
+# The length of the test sleeps names this run's processes: another suite on
+# the same machine (a second checkout, a chroot) has other numbers.
+SLEEP_BASE = 7_000_000 + os.getpid() % 100_000 * 10
+
+
 def live_cmdlines(needle):
-    """Command lines of live (non-zombie) processes containing needle."""
+    """Command lines of live (non-zombie) processes of our root containing needle."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or not same_root(int(entry)):
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as fh:
@@ -113,14 +118,16 @@ def test_timeout_leaves_no_survivors(install_dir, fakeci):
     agent = start_agent(install_dir, fakeci, **{"devops.pipeline.timeout.sec": "2"})
     # The script and its grandchild ignore SIGTERM: only the SIGKILL after
     # the grace period ends them.
-    fakeci.queue_pipeline("trap '' TERM\nsleep 73117 &\necho started\nsleep 73119\necho never",
-                          seq_id="slowseq1")
-    assert wait_until(lambda: live_cmdlines("sleep 73117 "), 20), agent.read_log()[-3000:]
+    fakeci.queue_pipeline(f"trap '' TERM\nsleep {SLEEP_BASE + 7} &\necho started\n"
+                          f"sleep {SLEEP_BASE + 9}\necho never", seq_id="slowseq1")
+    assert wait_until(lambda: live_cmdlines(f"sleep {SLEEP_BASE + 7} "), 20), \
+        agent.read_log()[-3000:]
     final = wait_final(fakeci, agent, "slowseq1")
     assert final["status"] == "TIMEOUT"
     assert final["response"] == "run pipeline failed: timed out after 2 s\noutput: started\n"
     # The result is reported only after the kill: nothing of the task is left.
-    assert not wait_until(lambda: live_cmdlines("sleep 7311"), 2), live_cmdlines("sleep 7311")
+    left = f"sleep {SLEEP_BASE // 10}"
+    assert not wait_until(lambda: live_cmdlines(left), 2), live_cmdlines(left)
     assert agent.running
     assert_no_violations(fakeci)
 
@@ -282,10 +289,11 @@ def test_runs_as_slave_user(install_dir, fakeci):
 
 def test_agent_stop_ends_a_running_task(install_dir, fakeci):
     agent = start_agent(install_dir, fakeci)
-    fakeci.queue_pipeline("echo up\nsleep 73121", seq_id="stopseq1")
-    assert wait_until(lambda: live_cmdlines("sleep 73121 "), 20), agent.read_log()[-3000:]
+    fakeci.queue_pipeline(f"echo up\nsleep {SLEEP_BASE + 1}", seq_id="stopseq1")
+    assert wait_until(lambda: live_cmdlines(f"sleep {SLEEP_BASE + 1} "), 20), \
+        agent.read_log()[-3000:]
     assert agent.stop(timeout=10) == 0
-    assert not live_cmdlines("sleep 73121 ")
+    assert not live_cmdlines(f"sleep {SLEEP_BASE + 1} ")
     # Reported before the exit, or by the next agent from result.json.
     if not finals_for(fakeci, "stopseq1"):
         Agent(install_dir, fast=True).start()
@@ -322,14 +330,15 @@ def test_timeout_kills_processes_that_left_the_session(install_dir, fakeci, tmp_
                     f"not tracked, as docs/pipeline.md says")
     pid_file = tmp_path / "escaped.pid"
     fakeci.queue_pipeline(
-        f"(setsid sh -c 'sleep 73123 & echo $! > {pid_file}' </dev/null >/dev/null 2>&1 &)\n"
-        "echo started\nsleep 73121", seq_id="escape-tree1")
+        f"(setsid sh -c 'sleep {SLEEP_BASE + 3} & echo $! > {pid_file}' </dev/null >/dev/null 2>&1 &)\n"
+        f"echo started\nsleep {SLEEP_BASE + 2}", seq_id="escape-tree1")
     assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 20), \
         agent.read_log()[-3000:]
     escaped = int(pid_file.read_text())
     assert os.getsid(escaped) != os.getsid(agent.pid)
     final = wait_final(fakeci, agent, "escape-tree1")
     assert final["status"] == "TIMEOUT"
-    assert not live_cmdlines("sleep 7312"), live_cmdlines("sleep 7312")
+    left = f"sleep {SLEEP_BASE // 10}"
+    assert not live_cmdlines(left), live_cmdlines(left)
     assert agent.running
     assert_no_violations(fakeci)
