@@ -44,11 +44,12 @@ enum agent_mode {
 /* Named loop periods (ms); the test knob DEVOPS_AGENT_TEST_FAST shortens them. */
 enum period {
 	P_ASK,			/* 5 s after the previous answer */
-	P_ASK_WINDOW,		/* 3 s: the server's minimum spacing of asks */
+	P_ASK_WINDOW,		/* 3 s, the server's minimum spacing of asks, +0.3 s:
+				   a request may reach it later than it left */
 	P_ASK_PROBE,		/* 10 min: legacy mode tries ask again */
 	P_HEARTBEAT,		/* 10 s (legacy) */
 	P_BUILD_PULL,		/* 5 s (legacy) */
-	P_STATUS_WINDOW,	/* 3 s: the server's minimum spacing of GET status */
+	P_STATUS_WINDOW,	/* the same for GET status (3 s + 0.3 s) */
 	P_UPGRADE,		/* 20 s (legacy) */
 	P_PIPELINE,		/* 30 s (legacy) */
 	P_PIPELINE_FIRST,	/* 10 s: the first pipeline fetch (legacy) */
