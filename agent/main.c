@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "docker.h"
 #include "child.h"
 #include "cli.h"
 #include "ev.h"
@@ -180,6 +181,8 @@ main(int argc, char *argv[])
 
 	/* Local work first; the poll sends nothing before startup succeeds. */
 	build_start();
+	/* container builds: engine probe and sweep of gone builds' containers */
+	docker_start();
 	cleanup_start();
 	pipeline_start();
 	upgrade_init();
