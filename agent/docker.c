@@ -72,6 +72,13 @@ struct step {
 	struct step	*next;
 };
 
+/* A build-log line waiting for its POST. */
+struct logline {
+	const char	*path;		/* endpoint (static) */
+	char		*body;
+	struct logline	*next;
+};
+
 /* A build's container state (b->dock). */
 struct dock {
 	struct step	*step;		/* the one in flight, or NULL */
@@ -81,6 +88,10 @@ struct dock {
 	int		 success;	/* outcome, once known */
 	int		 code;
 	char		*msg;
+	struct logline	*logq, **logq_tail;	/* lines waiting to be posted */
+	int		 posts;		/* lines queued or in flight */
+	int		 post_busy;	/* one POST at a time keeps the order */
+	int		 finish_pending;	/* report once they are answered */
 	struct timer	 retry;		/* recovery retry while the engine is down */
 };
 
@@ -94,6 +105,7 @@ static struct {
 } D = { .engine = -1 };
 
 static void wait_run(struct build *b);
+static struct dock *dock_of(struct build *b);
 
 /* ---------------------------------------------------------------- checks */
 
@@ -411,13 +423,84 @@ cmdline_masked(const char *rt, char *const args[])
 
 /* ---------------------------------------------------------------- build log */
 
-/* The log POST answered: failures only logged. */
+/*
+ * The outcome of b is known: report it once the build-log lines posted so
+ * far are answered (the server refuses lines of a finished build).
+ */
+static void
+dock_finish(struct build *b, int success, const char *msg, int code)
+{
+	struct dock *d = dock_of(b);
+
+	if (msg != d->msg) {
+		free(d->msg);
+		d->msg = xstrdup(msg);
+	}
+	d->success = success;
+	d->code = code;
+	if (d->posts > 0) {
+		d->finish_pending = 1;
+		return;
+	}
+	d->finish_pending = 0;
+	build_finish(b, success, d->msg, code);
+}
+
+static void log_post_next(struct build *b);
+
+/* A build-log POST answered (failures only logged): the next line goes. */
 static void
 log_post_done(struct http_result *r, void *arg)
 {
-	(void)arg;
+	struct build *b = arg;
+	struct dock *d = b->dock;
+
 	if (!r->ok)
 		log_debug("docker: build log post failed: %s", r->error);
+	if (d == NULL)
+		return;
+	d->post_busy = 0;
+	d->posts--;
+	log_post_next(b);
+}
+
+/*
+ * POST the next queued line of b, one at a time so that the server gets
+ * them in order; when none is left, a pending finish follows.
+ */
+static void
+log_post_next(struct build *b)
+{
+	struct dock *d = b->dock;
+	struct logline *l;
+	const char *hdrs[3];
+	char *h1, *h2;
+	int rc;
+
+	while (!d->post_busy && (l = d->logq) != NULL) {
+		d->logq = l->next;
+		if (d->logq == NULL)
+			d->logq_tail = &d->logq;
+		h1 = xasprintf("X-DEVOPS-BUILD-ID: %s", b->build_id);
+		h2 = xasprintf("X-DEVOPS-VM-SID: %s", b->vm_seq_id);
+		hdrs[0] = h1;
+		hdrs[1] = h2;
+		hdrs[2] = NULL;
+		rc = http_json_headers("POST", l->path, l->body, hdrs,
+		    log_post_done, b);
+		free(h1);
+		free(h2);
+		free(l->body);
+		free(l);
+		if (rc == 0) {
+			d->post_busy = 1;
+		} else {
+			log_debug("docker: cannot post a build log line");
+			d->posts--;
+		}
+	}
+	if (d->posts == 0 && d->finish_pending)
+		dock_finish(b, d->success, d->msg, d->code);
 }
 
 /*
@@ -426,17 +509,18 @@ log_post_done(struct http_result *r, void *arg)
  * level ("LOG" for plain lines).
  */
 static void
-build_log(const struct build *b, const char *level, const char *fmt, ...)
+build_log(struct build *b, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
-build_log(const struct build *b, const char *level, const char *fmt, ...)
+build_log(struct build *b, const char *level, const char *fmt, ...)
 {
-	const char *hdrs[3];
 	const cJSON *hash = json_get(b->info, "containerHashId");
 	const cJSON *ec = json_get(b->info, "executeCount");
 	const char *path = "/ms/log/api/build/logs";
-	char *msg, *h1, *h2, *body;
+	struct dock *d = dock_of(b);
+	struct logline *l;
+	char *msg, *body;
 	cJSON *o;
 	va_list ap;
 
@@ -457,22 +541,25 @@ build_log(const struct build *b, const char *level, const char *fmt, ...)
 		cJSON_AddNumberToObject(o, "executeCount", ec->valuedouble);
 	body = json_print(o);
 	cJSON_Delete(o);
-	h1 = xasprintf("X-DEVOPS-BUILD-ID: %s", b->build_id);
-	h2 = xasprintf("X-DEVOPS-VM-SID: %s", b->vm_seq_id);
-	hdrs[0] = h1;
-	hdrs[1] = h2;
-	hdrs[2] = NULL;
-	if (http_json_headers("POST", path, body, hdrs, log_post_done, NULL) == -1)
-		log_debug("docker: cannot post a build log line");
-	free(h1);
-	free(h2);
-	free(body);
 	free(msg);
+	if (d->posts >= 1000) {		/* a runaway output is cut */
+		free(body);
+		return;
+	}
+	l = xcalloc(1, sizeof(*l));
+	l->path = path;
+	l->body = body;
+	if (d->logq_tail == NULL)
+		d->logq_tail = &d->logq;
+	*d->logq_tail = l;
+	d->logq_tail = &l->next;
+	d->posts++;
+	log_post_next(b);
 }
 
 /* Post a command's output text, one build-log line per line, at level. */
 static void
-build_log_text(const struct build *b, const char *level, const char *text)
+build_log_text(struct build *b, const char *level, const char *text)
 {
 	char *copy = xstrdup(text), *line, *save = NULL, *p;
 	int n = 0;
@@ -567,7 +654,9 @@ step_exited(pid_t pid, int status, void *arg)
 		if (s->timed_out)
 			build_log(s->b, "ERROR", "[docker] %s: no answer within "
 			    "the deadline; killed", s->what);
-		if (ok || s->quiet) {
+		if (ok && s->quiet) {
+			/* e.g. image inspect: its JSON is no build log */
+		} else if (ok || s->quiet) {
 			build_log_text(s->b, "DEBUG", out);
 			build_log_text(s->b, text_is_warning(err) && !s->quiet ?
 			    "WARN" : "DEBUG", err);
@@ -781,9 +870,8 @@ fail_early(struct build *b, int code, const char *fmt, ...)
 	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	build_log(b, "ERROR", "[docker] %s", msg);
-	if (b->dock != NULL)
-		cfgdir_remove(b->dock);
-	build_finish(b, 0, msg, code);
+	cfgdir_remove(dock_of(b));
+	dock_finish(b, 0, msg, code);
 	free(msg);
 }
 
@@ -813,7 +901,7 @@ rm_done(struct step *s, int rc, char *out, char *err)
 	if (rc != 0)
 		log_warnx("build %s: container %s not removed (%s); the sweep "
 		    "tries again", b->key, b->container, err);
-	build_finish(b, d->success, d->msg, d->code);
+	dock_finish(b, d->success, d->msg, d->code);
 }
 
 /* Remove the container, then report the outcome kept in b->dock. */
@@ -834,7 +922,7 @@ finish_after_rm(struct build *b, int success, const char *msg, int code)
 	    sizeof(err)) == -1) {
 		log_warnx("build %s: cannot remove container %s: %s", b->key,
 		    b->container, err);
-		build_finish(b, success, msg, code);
+		dock_finish(b, success, msg, code);
 	}
 }
 
@@ -1492,7 +1580,7 @@ recover_done(struct step *s, int rc, char *out, char *err)
 			char *msg = xasprintf("container %s is gone (removed while "
 			    "the agent was down); its outcome is unknown",
 			    b->container);
-			build_finish(b, 0, msg, ERR_DOCKER_RUN);
+			dock_finish(b, 0, msg, ERR_DOCKER_RUN);
 			free(msg);
 		} else {
 			log_warnx("build %s: cannot inspect container %s (%s); "
@@ -1564,6 +1652,12 @@ docker_build_free(struct build *b)
 		step_free(s);
 	}
 	cfgdir_remove(d);
+	while (d->logq != NULL) {
+		struct logline *l = d->logq;
+		d->logq = l->next;
+		free(l->body);
+		free(l);
+	}
 	free(d->image);
 	free(d->image_str);
 	free(d->msg);

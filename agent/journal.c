@@ -30,12 +30,20 @@ static const char *state_names[] = { "claimed", "running", "finished" };
 int
 journal_write(struct build *b)
 {
-	cJSON *j = cJSON_CreateObject(), *res;
+	cJSON *j = cJSON_CreateObject(), *res, *info, *dbi;
 	char *text;
 	int rc;
 
 	cJSON_AddNumberToObject(j, "version", JOURNAL_VERSION);
-	cJSON_AddItemToObject(j, "build", cJSON_Duplicate(b->info, 1));
+	/*
+	 * A registry credential is needed only for the pull, which a restarted
+	 * agent never repeats: it is never written to disk (docs/docker.md).
+	 */
+	info = cJSON_Duplicate(b->info, 1);
+	dbi = cJSON_GetObjectItemCaseSensitive(info, "dockerBuildInfo");
+	if (cJSON_IsObject(dbi))
+		cJSON_DeleteItemFromObjectCaseSensitive(dbi, "credential");
+	cJSON_AddItemToObject(j, "build", info);
 	json_add_str(j, "state", state_names[b->state]);
 	cJSON_AddNumberToObject(j, "pid", b->pid);
 	cJSON_AddNumberToObject(j, "startTime", (double)b->start_time);
