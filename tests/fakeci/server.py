@@ -1054,7 +1054,8 @@ class FakeCI:
                 return status, None
             entry["pulledAt"] = time.time()
             self._pulled.append(entry)
-            key = self._build_key(entry.get("data"))
+            # Like the server, whatever was handed out with usable ids runs.
+            key = self._build_key(entry.get("data", entry.get("raw")))
             if key is not None:
                 self._running[key] = entry
             self._cond.notify_all()
