@@ -25,6 +25,20 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / "build" / "docker-test-image"
 IMAGE = "fakeci/worker:1"
 
+# Behaves as the init script a HEAD server ships: works in /data/devops,
+# logs to /data/devops/logs/docker.log, runs the jar as docker.jar.
+INIT_SCRIPT = """#!/bin/bash
+CI_DIR=/data/devops
+LOG=$CI_DIR/logs/docker.log
+mkdir -p "$CI_DIR/logs"
+cd "$CI_DIR" || exit 1
+echo "$(date +%Y%m%d-%H%M%S) init launched" >>"$LOG"
+cp /data/worker-agent.jar "$CI_DIR/docker.jar"
+/usr/local/jre/bin/java -version
+exec /usr/local/jre/bin/java -Dfile.encoding=UTF-8 -Dbuild.type=DOCKER -Xmx1024m \
+    -jar docker.jar "$@" >>"$LOG" 2>&1
+"""
+
 # Programs the image needs: the init script (bash, date, cp, chmod, mkdir)
 # and the tests' build scripts (cat, ls, sleep, env, id, rm, touch).
 PROGRAMS = ["/bin/sh", "/bin/bash", "/bin/date", "/bin/cp", "/bin/chmod", "/bin/mkdir",

@@ -18,24 +18,10 @@ import time
 import pytest
 
 from conftest import Agent, assert_no_violations, heartbeats, wait_until, write_properties
-from dockerenv import Dockerd, Registry
+from dockerenv import INIT_SCRIPT, Dockerd, Registry
 
 OWNER_LABEL = "com.tencent.devops.agent.owner"
 BUILD_LABEL = "com.tencent.devops.agent.build"
-
-# Behaves as the init script a HEAD server ships: works in /data/devops,
-# logs to /data/devops/logs/docker.log, runs the jar as docker.jar.
-INIT_SCRIPT = """#!/bin/bash
-CI_DIR=/data/devops
-LOG=$CI_DIR/logs/docker.log
-mkdir -p "$CI_DIR/logs"
-cd "$CI_DIR" || exit 1
-echo "$(date +%Y%m%d-%H%M%S) init launched" >>"$LOG"
-cp /data/worker-agent.jar "$CI_DIR/docker.jar"
-/usr/local/jre/bin/java -version
-exec /usr/local/jre/bin/java -Dfile.encoding=UTF-8 -Dbuild.type=DOCKER -Xmx1024m \
-    -jar docker.jar "$@" >>"$LOG" 2>&1
-"""
 
 
 @pytest.fixture(scope="module")
