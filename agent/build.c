@@ -563,7 +563,7 @@ build_handle(const cJSON *data)
 	info = cJSON_CreateObject();
 	for (i = 0; i < nitems(ids); i++) {
 		const cJSON *it = cJSON_IsObject(data) ? json_get(data, ids[i]) : NULL;
-		if (cJSON_IsString(it))
+		if (it != NULL && cJSON_IsString(it))
 			cJSON_AddStringToObject(info, ids[i], it->valuestring);
 	}
 	if (build_info_check(info, err, sizeof(err)) == -1) {

@@ -41,7 +41,7 @@
 #define STEP_DIR	"runtime/docker"
 #define INIT_SCRIPT	"agent_docker_init.sh"
 #define NO_MOUNT	"__NO_MOUNT__"
-#define OUT_MAX		(64 * 1024)	/* bytes of a command's output kept */
+#define OUT_MAX		((size_t)64 * 1024)	/* bytes of a command's output kept */
 #define DOCKER_LOG_MAX	1000		/* docker.log up to this size is the message */
 
 /* Deadlines (ms) of each kind of runtime command. */
@@ -327,7 +327,7 @@ static char *
 runtime_name(void)
 {
 	const cJSON *it = A.envs ? json_get(A.envs, "DEVOPS_AGENT_CONTAINER_RUNTIME") : NULL;
-	const char *v = cJSON_IsString(it) ? it->valuestring :
+	const char *v = it != NULL && cJSON_IsString(it) ? it->valuestring :
 	    getenv("DEVOPS_AGENT_CONTAINER_RUNTIME");
 	char *s = str_trim(xstrdup(v ? v : ""));
 
@@ -399,24 +399,20 @@ key_is_secret(const char *kv)
 static char *
 cmdline_masked(const char *rt, char *const args[])
 {
-	size_t cap = strlen(rt) + 1, i;
-	char *s;
+	char *s = xstrdup(rt), *next;
+	size_t i;
 
-	for (i = 0; args[i] != NULL; i++)
-		cap += strlen(args[i]) + 1;
-	s = xmalloc(cap + 16 * i + 1);
-	strcpy(s, rt);
 	for (i = 0; args[i] != NULL; i++) {
-		strcat(s, " ");
 		if (i > 0 && strcmp(args[i - 1], "-e") == 0 &&
 		    key_is_secret(args[i])) {
 			const char *eq = strchr(args[i], '=');
-			strncat(s, args[i], eq ? (size_t)(eq - args[i] + 1) :
-			    strlen(args[i]));
-			strcat(s, "******");
+			int klen = eq ? (int)(eq - args[i]) : (int)strlen(args[i]);
+			next = xasprintf("%s %.*s=******", s, klen, args[i]);
 		} else {
-			strcat(s, args[i]);
+			next = xasprintf("%s %s", s, args[i]);
 		}
+		free(s);
+		s = next;
 	}
 	return s;
 }
@@ -829,7 +825,7 @@ str_of(const cJSON *o, const char *key)
 {
 	const cJSON *it = o ? json_get(o, key) : NULL;
 
-	return cJSON_IsString(it) ? it->valuestring : "";
+	return it != NULL && cJSON_IsString(it) ? it->valuestring : "";
 }
 
 /* The build's dock, created on first use. */
