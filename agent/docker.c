@@ -338,6 +338,18 @@ runtime_name(void)
 	return s;
 }
 
+/* 1 when the runtime is Podman (its --config is ignored: --authfile instead). */
+static int
+runtime_is_podman(void)
+{
+	char *name = runtime_name();
+	const char *base = strrchr(name, '/');
+	int yes = strcmp(base ? base + 1 : name, "podman") == 0;
+
+	free(name);
+	return yes;
+}
+
 /* Full path of the runtime binary, or NULL with err (PATH search). */
 static char *
 runtime_path(char *err, size_t errlen)
@@ -1391,15 +1403,19 @@ static void
 pull_run(struct build *b)
 {
 	struct dock *d = b->dock;
-	char err[300];
+	char err[300], *auth = d->cfgdir ? xasprintf("%s/auth.json", d->cfgdir) : NULL;
 	char *with_cfg[] = { "--config", d->cfgdir, "pull", d->image, NULL };
+	char *with_auth[] = { "pull", "--authfile", auth, d->image, NULL };
 	char *plain[] = { "pull", d->image, NULL };
+	char **args = d->cfgdir == NULL ? plain : runtime_is_podman() ?
+	    with_auth : with_cfg;
 
 	build_log(b, "LOG", "[docker] pulling image %s", d->image);
-	if (step_run(b, "pull", d->cfgdir ? with_cfg : plain, NULL, T_PULL, 0,
-	    pull_done, NULL, err, sizeof(err)) == -1)
+	if (step_run(b, "pull", args, NULL, T_PULL, 0, pull_done, NULL, err,
+	    sizeof(err)) == -1)
 		fail_early(b, ERR_DOCKER_PULL, "cannot pull image %s: %s",
 		    d->image, err);
+	free(auth);
 }
 
 /* `login` done. */
@@ -1426,8 +1442,8 @@ login_run(struct build *b, const char *user, const char *password)
 {
 	struct dock *d = b->dock;
 	char tmpl[] = STEP_DIR "/bkci-docker-config-XXXXXX", err[300];
-	char *reg = docker_registry_of(d->image);
-	char *args[8];
+	char *reg = docker_registry_of(d->image), *auth = NULL;
+	char *args[10];
 	int n = 0;
 
 	if (fs_mkdir_p(STEP_DIR, 0700) == -1 || mkdtemp(tmpl) == NULL) {
@@ -1437,9 +1453,17 @@ login_run(struct build *b, const char *user, const char *password)
 		return;
 	}
 	d->cfgdir = abs_path(tmpl);
-	args[n++] = "--config";
-	args[n++] = d->cfgdir;
-	args[n++] = "login";
+	if (runtime_is_podman()) {
+		/* Podman ignores --config; its login file is named instead. */
+		auth = xasprintf("%s/auth.json", d->cfgdir);
+		args[n++] = "login";
+		args[n++] = "--authfile";
+		args[n++] = auth;
+	} else {
+		args[n++] = "--config";
+		args[n++] = d->cfgdir;
+		args[n++] = "login";
+	}
 	args[n++] = "-u";
 	args[n++] = (char *)user;
 	args[n++] = "--password-stdin";
@@ -1451,6 +1475,7 @@ login_run(struct build *b, const char *user, const char *password)
 		fail_early(b, ERR_DOCKER_PULL, "cannot log in to the registry of "
 		    "%s: %s", d->image, err);
 	free(reg);
+	free(auth);
 }
 
 /* Whether to pull, given whether the image is present (HEAD rules). */

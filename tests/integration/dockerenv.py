@@ -235,6 +235,67 @@ class Dockerd:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+class Podman:
+    """Rootful podman with a private store (vfs) and its own containers.conf.
+
+    Rootful podman in this kind of machine cannot raise RLIMIT_NPROC and
+    RLIMIT_NOFILE to the host's limits, which it does by default ("error
+    setting rlimit type 6: operation not permitted"): containers.conf sets
+    default_ulimits low enough, which is what an operator would do too.
+    """
+
+    def __init__(self):
+        self.base = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
+        self.why = None
+        (self.base / "storage.conf").write_text(
+            "[storage]\ndriver = \"vfs\"\n"
+            f"graphroot = \"{self.base / 'root'}\"\nrunroot = \"{self.base / 'run'}\"\n")
+        (self.base / "containers.conf").write_text(
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n")
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env.update(self.agent_env())
+        return env
+
+    def agent_env(self):
+        return {"CONTAINERS_STORAGE_CONF": str(self.base / "storage.conf"),
+                "CONTAINERS_CONF": str(self.base / "containers.conf"),
+                "DEVOPS_AGENT_CONTAINER_RUNTIME": "podman"}
+
+    def run(self, *args, check=True, timeout=120, stdin=None):
+        r = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True,
+                           timeout=timeout, stdin=stdin)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args)}: {r.stderr.strip()}")
+        return r
+
+    def start(self):
+        if shutil.which("podman") is None:
+            self.why = "podman not installed (Debian package podman)"
+            return False
+        if os.geteuid() != 0:
+            self.why = "the podman test runs rootful podman and needs root"
+            return False
+        with open(test_image_tar(), "rb") as fh:
+            r = subprocess.run(["podman", "import", "-", IMAGE], env=self.env(), stdin=fh,
+                               capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            self.why = f"podman import failed: {r.stderr.strip()[-500:]}"
+            return False
+        r = self.run("run", "--rm", "--network", "host", IMAGE, "/bin/sh", "-c", "exit 0",
+                     check=False)
+        if r.returncode != 0:
+            self.why = f"podman cannot run a container here: {r.stderr.strip()[-500:]}"
+            return False
+        return True
+
+    def stop(self):
+        self.run("rm", "-a", "-f", check=False)
+        self.run("system", "reset", "-f", check=False, timeout=120)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 class Registry:
     """docker-registry on 127.0.0.1 with htpasswd auth."""
 

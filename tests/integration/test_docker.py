@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import Agent, assert_no_violations, heartbeats, wait_until, write_properties
-from dockerenv import INIT_SCRIPT, Dockerd, Registry
+from dockerenv import INIT_SCRIPT, Dockerd, Podman, Registry
 
 OWNER_LABEL = "com.tencent.devops.agent.owner"
 BUILD_LABEL = "com.tencent.devops.agent.build"
@@ -324,10 +324,24 @@ def test_pull_with_credentials(install_dir, fakeci, engine, registry):
 
 
 def test_podman(install_dir, fakeci):
-    if shutil.which("podman") is None:
-        pytest.skip("PODMAN NOT INSTALLED: container builds with "
-                    "DEVOPS_AGENT_CONTAINER_RUNTIME=podman are not tested here")
-    r = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        pytest.skip(f"PODMAN CANNOT RUN HERE: {r.stderr.strip()[-500:]}")
-    pytest.skip("podman runs here but the test image is only loaded into dockerd")
+    pm = Podman()
+    try:
+        if not pm.start():
+            pytest.skip(f"PODMAN CANNOT RUN HERE: {pm.why}")
+        docker_install(install_dir, fakeci)
+        ok = fakeci.queue_build(script="echo in-podman", dockerBuildInfo=dbi())
+        bad = fakeci.queue_build(script="exit 4", dockerBuildInfo=dbi())
+        agent = Agent(install_dir, env_extra=pm.agent_env(), fast=True).start()
+        assert fakeci.wait_for("finished", 2, timeout=90), agent.read_log()[-4000:]
+        assert finished_for(fakeci, ok["buildId"])[0]["success"] is True
+        assert "in-podman" in fakeci.log_messages(ok["buildId"])
+        rep = finished_for(fakeci, bad["buildId"])[0]
+        assert rep["success"] is False and rep["error"]["errorCode"] == 2128056
+        assert "step failed with exit code 4" in rep["message"]
+        assert any(m.startswith("[docker] podman create")
+                   for m in fakeci.log_messages(ok["buildId"]))
+        assert wait_until(lambda: not pm.run("ps", "-a", "--format", "{{.Names}}").stdout.strip(),
+                          10)
+        assert_no_violations(fakeci)
+    finally:
+        pm.stop()
