@@ -1819,6 +1819,12 @@ docker_start(void)
 {
 	char md5[MD5_HEX_LEN];
 
+	/*
+	 * Output files and registry logins of commands of a previous run (a
+	 * kill -9 mid-pull leaves its login there): nothing of ours runs yet.
+	 */
+	if (fs_rm_rf(STEP_DIR) == -1 && errno != ENOENT)
+		log_warn("docker: cannot clear %s", STEP_DIR);
 	md5_hex(A.workdir, strlen(A.workdir), md5);
 	free(D.owner);
 	D.owner = xasprintf("%s-%.12s", A.cfg.agent_id ? A.cfg.agent_id : "", md5);

@@ -22,8 +22,9 @@ pkgs_build="build-essential pkg-config libcurl4-openssl-dev libcjson-dev
 libiniparser-dev libssl-dev libarchive-dev"
 pkgs_test="python3 python3-pytest shellcheck valgrind unzip zip procps curl"
 # container builds (tests/integration/test_docker.py): a private dockerd, a
-# registry with htpasswd auth (htpasswd from apache2-utils), tar for the image
-pkgs_test="$pkgs_test docker.io docker-registry apache2-utils tar"
+# registry with htpasswd auth (htpasswd from apache2-utils), tar for the image,
+# rootful podman
+pkgs_test="$pkgs_test docker.io docker-registry apache2-utils tar podman"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
