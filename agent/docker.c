@@ -1519,15 +1519,46 @@ inspect_done(struct step *s, int rc, char *out, char *err)
 
 /* ---------------------------------------------------------------- launch */
 
+static void launch_image(struct build *b);
+
+/* The init script download ended: go on, or fail with 2128047. */
+static void
+init_done(struct http_result *r, void *arg)
+{
+	struct build *b = arg;
+
+	if (r->ok && r->code >= 200 && r->code < 300 && fs_is_file(INIT_SCRIPT)) {
+		log_info("build %s: " INIT_SCRIPT " downloaded", b->key);
+		launch_image(b);
+		return;
+	}
+	if (r->write_errno != 0)
+		agent_check_io_error(r->write_errno, INIT_SCRIPT);
+	fail_early(b, ERR_DOCKER_INIT_DOWNLOAD, "cannot download " INIT_SCRIPT
+	    " from the server: %s", r->error[0] ? r->error :
+	    r->code ? "unexpected HTTP status" : "no response");
+}
+
+/* Download the init script straight into the install dir (GoAgent HEAD). */
+static void
+init_download(struct build *b)
+{
+	char *path = xasprintf(EP_DOWNLOAD "?file=script/%s/" INIT_SCRIPT,
+	    strcmp(A.os, "macos") == 0 ? "macos" : "linux");
+
+	log_info("build %s: " INIT_SCRIPT " missing; downloading it", b->key);
+	if (http_download(path, INIT_SCRIPT, NULL, 30, init_done, b) == -1)
+		fail_early(b, ERR_DOCKER_INIT_DOWNLOAD, "cannot start the download "
+		    "of " INIT_SCRIPT);
+	free(path);
+}
+
 /* Start a container build (docker.h). */
 void
 docker_launch(struct build *b)
 {
 	const cJSON *dbi = dbi_of(b), *cred;
-	const char *policy;
-	struct dock *d;
 	char err[400];
-	int check;
 
 	if (docker_info_check(dbi, b->workspace, err, sizeof(err)) == -1) {
 		fail_early(b, ERR_DOCKER_OPTIONS, "malformed dockerBuildInfo from "
@@ -1545,11 +1576,22 @@ docker_launch(struct build *b)
 		return;
 	}
 	if (!fs_is_file(INIT_SCRIPT)) {
-		fail_early(b, ERR_DOCKER_INIT_DOWNLOAD, INIT_SCRIPT " is missing "
-		    "in the install directory (the server's upgrade check "
-		    "delivers it once devops.docker.enable is true)");
+		init_download(b);
 		return;
 	}
+	launch_image(b);
+}
+
+/* The init script is in place: make it executable, then the image steps. */
+static void
+launch_image(struct build *b)
+{
+	const cJSON *dbi = dbi_of(b);
+	const char *policy;
+	struct dock *d;
+	char err[400];
+	int check;
+
 	if (chmod(INIT_SCRIPT, 0755) == -1) {
 		fail_early(b, ERR_DOCKER_CHMOD, "cannot chmod " INIT_SCRIPT ": %s",
 		    strerror(errno));

@@ -345,3 +345,21 @@ def test_podman(install_dir, fakeci):
         assert_no_violations(fakeci)
     finally:
         pm.stop()
+
+
+def test_init_script_downloaded_when_missing(install_dir, fakeci, engine):
+    # Not there: the first build fetches it from the server, as GoAgent does;
+    # when the server has none either, the build fails with 2128047.
+    missing = fakeci.queue_build(dockerBuildInfo=dbi())
+    agent = start_agent(install_dir, engine.host)
+    assert fakeci.wait_for("finished", 1, timeout=60), agent.read_log()[-3000:]
+    rep = finished_for(fakeci, missing["buildId"])[0]
+    assert rep["success"] is False and rep["error"]["errorCode"] == 2128047, rep
+    assert "agent_docker_init.sh" in rep["message"]
+    fakeci.add_file("script/linux/agent_docker_init.sh", INIT_SCRIPT.encode())
+    ok = fakeci.queue_build(script="echo with-downloaded-init", dockerBuildInfo=dbi())
+    assert fakeci.wait_for("finished", 2, timeout=60), agent.read_log()[-3000:]
+    assert finished_for(fakeci, ok["buildId"])[0]["success"] is True
+    assert (install_dir / "agent_docker_init.sh").read_text() == INIT_SCRIPT
+    assert os.stat(install_dir / "agent_docker_init.sh").st_mode & 0o777 == 0o755
+    assert "devops.docker.enable=true" in (install_dir / ".agent.properties").read_text()
