@@ -180,9 +180,10 @@ main(int argc, char *argv[])
 	    A.cfg.jdk_dir_resolved);
 
 	/* Local work first; the poll sends nothing before startup succeeds. */
-	build_start();
-	/* container builds: engine probe and sweep of gone builds' containers */
+	/* container builds: engine probe and sweep of gone builds' containers;
+	 * before build_start, which may re-adopt containers (docker.h) */
 	docker_start();
+	build_start();
 	cleanup_start();
 	pipeline_start();
 	upgrade_init();

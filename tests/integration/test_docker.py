@@ -363,3 +363,33 @@ def test_init_script_downloaded_when_missing(install_dir, fakeci, engine):
     assert (install_dir / "agent_docker_init.sh").read_text() == INIT_SCRIPT
     assert os.stat(install_dir / "agent_docker_init.sh").st_mode & 0o777 == 0o755
     assert "devops.docker.enable=true" in (install_dir / ".agent.properties").read_text()
+
+
+def journal_entry(install_dir, fakeci, build_id, container):
+    build = {"projectId": fakeci.project_id, "buildId": build_id, "vmSeqId": "1",
+             "workspace": "", "pipelineId": "p-1", "executeCount": 1, "containerHashId": "c-1",
+             "dockerBuildInfo": dbi(agentId="a", secretKey="s")}
+    d = install_dir / "runtime" / "builds"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{build_id}_1.json").write_text(json.dumps(
+        {"version": 1, "build": build, "state": "running", "pid": 0, "startTime": 0, "pgid": 0,
+         "container": container}))
+
+
+def test_recovered_container_never_started_or_gone(install_dir, fakeci, engine):
+    docker_install(install_dir, fakeci)
+    owner = owner_of(install_dir, fakeci.agent_id)
+    created = "dispatch-b-created-1-abcdefgh"
+    engine.run("create", "--name", created, "--label", f"{OWNER_LABEL}={owner}",
+               "--network", "none", "fakeci/worker:1", "/bin/sleep", "60")
+    journal_entry(install_dir, fakeci, "b-created", created)
+    journal_entry(install_dir, fakeci, "b-gone", "dispatch-b-gone-1-abcdefgh")
+    agent = start_agent(install_dir, engine.host)
+    assert fakeci.wait_for("finished", 2, timeout=60), agent.read_log()[-3000:]
+    rep = finished_for(fakeci, "b-created")[0]
+    assert rep["success"] is False and "before the container started" in rep["message"]
+    rep = finished_for(fakeci, "b-gone")[0]
+    assert rep["success"] is False and "is gone" in rep["message"], rep["message"]
+    assert created not in engine.containers()
+    time.sleep(1)
+    assert len(fakeci.finished) == 2
