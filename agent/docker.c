@@ -31,6 +31,7 @@
 #include "build.h"
 #include "child.h"
 #include "docker.h"
+#include "envlist.h"
 #include "fsutil.h"
 #include "http.h"
 #include "json.h"
@@ -105,6 +106,8 @@ static struct {
 } D = { .engine = -1 };
 
 static void wait_run(struct build *b);
+/* Environment of the next step_run (secret -e values), or NULL: inherit. */
+static char *const *spawn_envp;
 static struct dock *dock_of(struct build *b);
 
 /* ---------------------------------------------------------------- checks */
@@ -415,11 +418,12 @@ cmdline_masked(const char *rt, char *const args[])
 	size_t i;
 
 	for (i = 0; args[i] != NULL; i++) {
-		if (i > 0 && strcmp(args[i - 1], "-e") == 0 &&
+		const char *eq = strchr(args[i], '=');
+
+		if (i > 0 && strcmp(args[i - 1], "-e") == 0 && eq != NULL &&
 		    key_is_secret(args[i])) {
-			const char *eq = strchr(args[i], '=');
-			int klen = eq ? (int)(eq - args[i]) : (int)strlen(args[i]);
-			next = xasprintf("%s %.*s=******", s, klen, args[i]);
+			next = xasprintf("%s %.*s=******", s, (int)(eq - args[i]),
+			    args[i]);
 		} else {
 			next = xasprintf("%s %s", s, args[i]);
 		}
@@ -773,6 +777,7 @@ step_run(struct build *b, const char *what, char *const args[],
 	memset(&o, 0, sizeof(o));
 	o.path = rt;
 	o.argv = argv;
+	o.envp = spawn_envp;
 	o.cwd = A.workdir;
 	o.new_session = 1;
 	o.stdin_fd = pfd[0];
@@ -1175,7 +1180,8 @@ rand_letters(char *out, size_t n)
  * name. Creates the mounted directories first. 0, or -1 with err.
  */
 static int
-create_args(struct build *b, struct argv *a, char *err, size_t errlen)
+create_args(struct build *b, struct argv *a, struct envlist *env, char *err,
+    size_t errlen)
 {
 	const cJSON *dbi = dbi_of(b), *opts = json_get(dbi, "options"), *it, *arr;
 	const char *pipeline = str_of(b->info, "pipelineId");
@@ -1239,8 +1245,10 @@ create_args(struct build *b, struct argv *a, char *err, size_t errlen)
 	av_addf(a, "devops_project_id=%s", A.cfg.project_id);
 	av_add(a, "-e");
 	av_addf(a, "devops_agent_id=%s", str_of(dbi, "agentId"));
+	/* `-e NAME` takes the value from the CLI's environment: not in argv. */
 	av_add(a, "-e");
-	av_addf(a, "devops_agent_secret_key=%s", str_of(dbi, "secretKey"));
+	av_add(a, "devops_agent_secret_key");
+	envlist_set(env, "devops_agent_secret_key", str_of(dbi, "secretKey"));
 	av_add(a, "-e");
 	av_addf(a, "devops_gateway=%s", gw);
 	av_add(a, "-e");
@@ -1262,7 +1270,12 @@ create_args(struct build *b, struct argv *a, char *err, size_t errlen)
 			continue;
 		}
 		av_add(a, "-e");
-		av_addf(a, "%s=%s", it->string, it->valuestring);
+		if (key_is_secret(it->string)) {
+			av_add(a, it->string);
+			envlist_set(env, it->string, it->valuestring);
+		} else {
+			av_addf(a, "%s=%s", it->string, it->valuestring);
+		}
 	}
 	cap = getenv("DEVOPS_AGENT_DOCKER_CAP_ADD");
 	if (cap != NULL && !str_blank(cap)) {
@@ -1343,7 +1356,9 @@ static void
 create_run(struct build *b)
 {
 	struct argv a = { 0 };
+	struct envlist env;
 	char err[400], letters[9];
+	int rc;
 
 	cfgdir_remove(b->dock);
 	if (fs_mkdir_p("docker_build_tmp", 0755) == -1) {
@@ -1355,10 +1370,12 @@ create_run(struct build *b)
 	free(b->container);
 	b->container = xasprintf("dispatch-%s-%s-%s", b->build_id, b->vm_seq_id,
 	    letters);
-	if (create_args(b, &a, err, sizeof(err)) == -1) {
+	envlist_init(&env, 1);
+	if (create_args(b, &a, &env, err, sizeof(err)) == -1) {
 		free(b->container);
 		b->container = NULL;
 		av_free(&a);
+		envlist_free(&env);
 		fail_early(b, ERR_DOCKER_OPTIONS, "container options: %s", err);
 		return;
 	}
@@ -1366,16 +1383,18 @@ create_run(struct build *b)
 	b->state = B_RUNNING;
 	b->pid = 0;
 	(void)journal_write(b);
-	if (step_run(b, "create", a.v, NULL, T_SHORT, 0, create_done, NULL, err,
-	    sizeof(err)) == -1) {
+	spawn_envp = env.v;
+	rc = step_run(b, "create", a.v, NULL, T_SHORT, 0, create_done, NULL, err,
+	    sizeof(err));
+	spawn_envp = NULL;
+	envlist_free(&env);
+	av_free(&a);
+	if (rc == -1) {
 		char *msg = xasprintf("cannot create container %s: %s",
 		    b->container, err);
-		av_free(&a);
 		finish_after_rm(b, 0, msg, ERR_DOCKER_CREATE);
 		free(msg);
-		return;
 	}
-	av_free(&a);
 }
 
 /* ---------------------------------------------------------------- pull */

@@ -91,7 +91,8 @@ def our_containers(engine, owner):
 
 def test_container_build_passes(install_dir, fakeci, engine):
     docker_install(install_dir, fakeci)
-    fakeci.set_state(envs={"MY_HB_VAR": "from-heartbeat", "bad name": "x"})
+    fakeci.set_state(envs={"MY_HB_VAR": "from-heartbeat", "bad name": "x",
+                           "NPM_TOKEN": "tok-123-secret"})
     ws = install_dir / "ws-host"
     build = fakeci.queue_build(
         script='echo "jar=$(cat /data/devops/docker.jar)"; echo made > "$WORKSPACE/out.txt"',
@@ -108,14 +109,18 @@ def test_container_build_passes(install_dir, fakeci, engine):
     assert end["env"]["devops_gateway"] == "http://" + fakeci.gateway
     assert end["env"]["MY_HB_VAR"] == "from-heartbeat"
     assert "bad name" not in end["env"]
+    assert end["env"]["NPM_TOKEN"] == "tok-123-secret"
+    assert not any("tok-123-secret" in m for m in fakeci.log_messages(build["buildId"]))
     assert end["env"]["DEVOPS_AGENT_JDK_17_PATH"] == "/usr/local/jre/bin/java"
     assert (ws / "out.txt").read_text().strip() == "made"
     msgs = fakeci.log_messages(build["buildId"])
     assert "jar=v1.15.2" in msgs
     assert any(m.startswith("[docker] docker create") for m in msgs), msgs
-    # The secret key went as -e, masked in the posted command line.
+    # The secret key went by name (-e NAME: its value from the CLI's
+    # environment), so neither argv nor the posted command line holds it.
     create = next(m for m in msgs if m.startswith("[docker] docker create"))
-    assert "devops_agent_secret_key=******" in create
+    assert " -e devops_agent_secret_key " in create
+    assert end["env"]["devops_agent_secret_key"] == build["dockerBuildInfo"]["secretKey"]
     assert build["dockerBuildInfo"]["secretKey"] not in "".join(msgs)
     # docker.log landed in the logs mount.
     log = (install_dir / "docker_workspace" / "logs" / build["buildId"] / "1" / "docker.log")
