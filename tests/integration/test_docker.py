@@ -89,7 +89,7 @@ def our_containers(engine, owner):
     return [n for n in r.stdout.split() if n]
 
 
-def test_container_build_passes(install_dir, fakeci, engine):
+def test_container_build_passes(install_dir, fakeci, engine, poll_mode):
     docker_install(install_dir, fakeci)
     fakeci.set_state(envs={"MY_HB_VAR": "from-heartbeat", "bad name": "x",
                            "NPM_TOKEN": "tok-123-secret"})
@@ -125,8 +125,11 @@ def test_container_build_passes(install_dir, fakeci, engine):
     # docker.log landed in the logs mount.
     log = (install_dir / "docker_workspace" / "logs" / build["buildId"] / "1" / "docker.log")
     assert "init launched" in log.read_text()
-    # Claimed as ALL, listed in dockerTaskList (not taskList), container gone.
-    assert any(a["askEnable"]["build"] == "ALL" for a in fakeci.asks() if a)
+    # Claimed as ALL (ask, or the legacy pull), not in taskList, container gone.
+    if poll_mode == "ask":
+        assert any(a["askEnable"]["build"] == "ALL" for a in fakeci.asks() if a)
+    else:
+        assert fakeci.requests("startup?buildType=ALL")
     assert all(not h.get("taskList") for h in heartbeats(fakeci))
     assert wait_until(lambda: not our_containers(engine, owner_of(install_dir, fakeci.agent_id)),
                       10)
