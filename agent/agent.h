@@ -300,9 +300,15 @@ void heartbeat_deleted(void);
 /* build.c: the build part */
 /** Load the build journal and re-adopt or report its builds. */
 void build_start(void);
-/** Why no build may be claimed now (mode, startup, lock, upgrade, cap), or NULL. */
+/** Why no build may be claimed now (mode, startup, lock, upgrade, both caps), or NULL. */
 const char *build_gate(void);
-/** askEnable.build / buildType: "BINARY" when a build may be claimed, else "NONE". */
+/**
+ * askEnable.build / buildType (GoAgent HEAD agent/ask.go checkBuildType):
+ * "ALL" when a binary and a container build may both be claimed, "BINARY"
+ * or "DOCKER" when one kind may (its cap not reached; for containers the
+ * engine answered its last probe, docker.h), "NONE" when neither may or a
+ * gate is closed. Static string.
+ */
 const char *build_ask_type(void);
 /**
  * A build the server handed over (ask build part or legacy pull data;
