@@ -129,6 +129,19 @@ def test_image_tar():
     return tar
 
 
+def unmount_under(base):
+    """Unmount what an engine left mounted below base (e.g. exec/netns/default)."""
+    prefix = str(base) + "/"
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as fh:
+            points = [line.split()[1] for line in fh]
+    except OSError:
+        return
+    points = [p.replace("\\040", " ") for p in points if p.startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -228,10 +241,7 @@ class Dockerd:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        subprocess.run(["umount", "-R", str(self.base / "data")], capture_output=True,
-                       timeout=30)
-        subprocess.run(["umount", "-R", str(self.base / "exec")], capture_output=True,
-                       timeout=30)
+        unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -293,6 +303,7 @@ class Podman:
     def stop(self):
         self.run("rm", "-a", "-f", check=False)
         self.run("system", "reset", "-f", check=False, timeout=120)
+        unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
