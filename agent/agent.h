@@ -137,6 +137,14 @@ void host_detect_ip(void);
 /** Probe the worker version of jar (§5.1 step 7); new string ("" if none). */
 char *host_worker_version(const char *jar, const char *cwd);
 /**
+ * The worker version of jar without blocking the event loop: the probe runs
+ * with the same deadline (10 s, process group killed on overrun) and
+ * cb(version, arg) gets a new string ("" when none; cb frees it) from the
+ * loop. Returns 0, or -1 when the probe cannot start (cb not called).
+ */
+int host_worker_version_async(const char *jar,
+    void (*cb)(char *version, void *arg), void *arg);
+/**
  * The java binary inside a JDK directory: <dir>/bin/java, on macOS
  * <dir>/Contents/Home/bin/java (GoAgent HEAD third_components/jdk.go).
  * New string, caller frees.
@@ -173,14 +181,19 @@ void host_jdk17_lines(const char *text, char *lines[3]);
  * (10 s limit for the whole run, its process group killed on overrun) when
  * force is set, the directory's mtime changed, or the cached value is blank
  * (null or 3 empty lines; then at most once a minute); a failed probe gives
- * null.
+ * null. force: run now and wait for it (only before the event loop runs);
+ * otherwise the probe runs on the loop and its result lands later.
  */
 void host_jdk_sync(int force);
 /**
- * 1 when dir holds a JDK 17: `<dir java> --version` exits 0 within 10 s and
- * prints an "openjdk 17" line; else 0 (logged).
+ * Check without blocking the event loop that dir holds a JDK 17: `<dir
+ * java> --version` exits 0 within 10 s and prints an "openjdk 17" line.
+ * cb(ok, arg) runs from the loop (ok 1 or 0, logged). Returns 0, or -1 when
+ * the probe cannot start (cb not called).
  */
-int host_jdk17_verify(const char *dir);
+int host_jdk17_verify(const char *dir, void (*cb)(int ok, void *arg), void *arg);
+/** 1 while host_jdk_sync's asynchronous probe runs (the version may be stale). */
+int host_jdk_probing(void);
 /**
  * jdkVersion for heartbeat and upgrade bodies: null (never probed or the
  * last probe failed), [] (no jdk17 directory) or the 3 lines. New item,
@@ -300,7 +313,12 @@ void heartbeat_deleted(void);
 /* build.c: the build part */
 /** Load the build journal and re-adopt or report its builds. */
 void build_start(void);
-/** Why no build may be claimed now (mode, startup, lock, upgrade, both caps), or NULL. */
+/**
+ * Why no build may be claimed now (mode, startup, the upgrade's swap lock, a
+ * local fault, both caps: the binary and the container one), or NULL.
+ * Downloads of an upgrade do not stop claims: a build that arrives
+ * meanwhile wins and the upgrade waits.
+ */
 const char *build_gate(void);
 /**
  * askEnable.build / buildType (GoAgent HEAD agent/ask.go checkBuildType):
@@ -377,7 +395,7 @@ void upgrade_init(void);
  * foreign agent binary is cooling down.
  */
 int upgrade_wanted(void);
-/** An attempt runs (askEnable.build is then NONE). */
+/** An attempt runs (askEnable.upgrade is then false). */
 int upgrade_running(void);
 /** The upgrade check body {workerVersion, goAgentVersion, jdkVersion, dockerInitFileInfo}; new object. */
 cJSON *upgrade_request(void);

@@ -35,6 +35,13 @@
 
 static struct build *builds;
 
+/* A local reason builds cannot start (build_local_fault), and its probe. */
+static struct {
+	char		*cause;
+	int64_t		 backoff;
+	struct timer	 probe;
+} fault;
+
 /* ---------------------------------------------------------------- helpers */
 
 /* Copy member key of src into dst as a string ("" when absent or not a string). */
@@ -280,8 +287,22 @@ build_decide(struct build *b)
 	char *msg = error_file_read(b), *text;
 	int status = b->wait_status;
 
-	if (*msg != '\0') {
+	if (*msg != '\0' && !(b->have_status && WIFEXITED(status) &&
+	    WEXITSTATUS(status) >= 126 && strcmp(msg, KILLED_MSG) == 0)) {
 		build_finish(b, 0, msg, ERR_BUILD_PROCESS_RUN);
+	} else if (b->have_status && WIFEXITED(status) &&
+	    (WEXITSTATUS(status) == 126 || WEXITSTATUS(status) == 127) &&
+	    strcmp(msg, KILLED_MSG) == 0) {
+		/* The shell could not run the worker: say so, not "killed". */
+		char *java = agent_java_path();
+		text = xasprintf("the worker never started: its start script exited "
+		    "with status %d (%s; java is %s)", WEXITSTATUS(status),
+		    WEXITSTATUS(status) == 127 ? "command not found" :
+		    "not executable", java);
+		build_finish(b, 0, text, ERR_BUILD_PROCESS_START);
+		build_local_fault(text);
+		free(text);
+		free(java);
 	} else if (b->have_status &&
 	    !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 		text = xasprintf("worker process %ld ended with %s and left no "
@@ -514,11 +535,96 @@ build_gate(void)
 		return "startup not acknowledged yet";
 	if (A.build_lock)
 		return "build lock held by an upgrade";
-	if (upgrade_running())
-		return "an upgrade is running";
+	if (fault.cause != NULL)
+		return "builds cannot start on this host (see the local fault)";
 	if (!can_run() && !docker_can_run())
 		return "parallel task caps reached";
 	return NULL;
+}
+
+/*
+ * The host checks a build launch needs: build_tmp writable, java
+ * executable, a worker jar (or its copy in tmp/). 0, or -1 with why.
+ */
+static int
+local_probe(char *why, size_t whylen)
+{
+	char *java = agent_java_path(), *probe = NULL;
+	int rc = -1;
+
+	if (fs_mkdir_p(BUILD_TMP, 0777) == -1) {
+		snprintf(why, whylen, "cannot create %s: %s", BUILD_TMP, strerror(errno));
+		goto out;
+	}
+	probe = xasprintf(BUILD_TMP "/.agent-probe.%ld", (long)getpid());
+	if (fs_write_atomic(probe, "probe\n", 6, 0600) == -1) {
+		snprintf(why, whylen, "cannot write in %s: %s", BUILD_TMP, strerror(errno));
+		goto out;
+	}
+	(void)unlink(probe);
+	if (access(java, X_OK) == -1) {
+		snprintf(why, whylen, "java not found or not executable: %s (%s)",
+		    java, strerror(errno));
+		goto out;
+	}
+	if (!fs_is_file("worker-agent.jar") && !fs_is_file("tmp/worker-agent.jar")) {
+		snprintf(why, whylen, "worker-agent.jar is missing and tmp/ has no copy");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(probe);
+	free(java);
+	return rc;
+}
+
+/* Probe timer: clear the fault when the host is fit again, else back off. */
+static void
+fault_probe(void *arg)
+{
+	char why[512];
+
+	(void)arg;
+	if (fault.cause == NULL)
+		return;
+	if (local_probe(why, sizeof(why)) == 0) {
+		log_info("local fault gone (was: %s); claiming builds again",
+		    fault.cause);
+		free(fault.cause);
+		fault.cause = NULL;
+		fault.backoff = 0;
+		poll_kick();
+		return;
+	}
+	fault.backoff = fault.backoff ? fault.backoff * 2 : 5000;
+	if (fault.backoff > 300000)
+		fault.backoff = 300000;
+	if (A.fast && fault.backoff > 500)
+		fault.backoff = 500;
+	log_debug("local fault persists (%s); next check in %lld ms", why,
+	    (long long)fault.backoff);
+	timer_set(&fault.probe, fault.backoff);
+}
+
+/* Stop claiming until the host is fit again (build.h). */
+void
+build_local_fault(const char *cause)
+{
+	if (fault.cause != NULL)
+		return;
+	fault.cause = xstrdup(cause);
+	fault.backoff = 0;
+	log_error("builds cannot start on this host: %s; not claiming until "
+	    "the cause is gone (checked with backoff)", cause);
+	timer_init(&fault.probe, "local-fault", fault_probe, NULL);
+	timer_set(&fault.probe, A.fast ? 500 : 5000);
+}
+
+/* The local fault that stops claiming, or NULL (build.h). */
+const char *
+build_fault(void)
+{
+	return fault.cause;
 }
 
 /*

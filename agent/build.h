@@ -31,6 +31,8 @@
 #define ERR_DOCKER_OS		2128046
 
 #define BUILD_TMP	"build_tmp"	/* worker temp and error files */
+/* The error file's text until the worker replaces it (agent-behaviour §6.8). */
+#define KILLED_MSG	"Builder process was killed by the OS or another program."
 
 enum build_state { B_CLAIMED, B_RUNNING, B_FINISHED };
 
@@ -67,6 +69,7 @@ struct build {
 	int64_t		 report_backoff;
 	int		 report_busy;
 	int		 reports_sent;
+	int		 refusals;	/* refusals in a row (outbox.c: dead letter) */
 	struct build	*next;
 };
 
@@ -137,6 +140,16 @@ void build_free(struct build *b);
  * msg copied; code is the workerBuildFinish errorCode (ignored on success).
  */
 void build_finish(struct build *b, int success, const char *msg, int code);
+/**
+ * A build could not start for a reason of this host (a full, read-only or
+ * failing disk, java missing, the worker jar lost; cause copied, one line):
+ * stop claiming, and probe the host with backoff (5 s doubling to 5 min)
+ * until build_tmp is writable, java is executable and the worker jar (or
+ * its copy in tmp/) is there; then claim again. Logged once per fault.
+ */
+void build_local_fault(const char *cause);
+/** The local fault that stops claiming (borrowed), or NULL. */
+const char *build_fault(void);
 /** child_watch callback of a worker we started: arg is its struct build. */
 void build_worker_exited(pid_t pid, int status, void *arg);
 

@@ -21,11 +21,9 @@
 cJSON *
 heartbeat_request(void)
 {
-	static int first = 1;
 	cJSON *b = cJSON_CreateObject(), *props, *dock, *tasks;
 
-	host_jdk_sync(first);
-	first = 0;
+	host_jdk_sync(0);
 
 	json_add_str(b, "masterVersion", AGENT_VERSION);
 	json_add_str(b, "slaveVersion", A.worker_version);

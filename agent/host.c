@@ -25,12 +25,14 @@
 #include "envlist.h"
 #include "fsutil.h"
 #include "log.h"
+#include "probe.h"
 #include "util.h"
 
 /*
- * The java probes run synchronously inside the event loop (they are rare:
- * at start, after a JDK change, after a jar restore), so a hanging JVM may
- * stall the loop for at most this long before its process group is killed.
+ * Deadline of a java probe (the whole run; its process group is killed on
+ * overrun). In the event loop the probes run asynchronously (probe.h), so
+ * heartbeats go on while one runs; only the probes at start, before the
+ * loop, wait for it.
  */
 #define JAVA_PROBE_MS	10000
 #define JAVA_PROBE_OUT	((size_t)16 * 1024)	/* output kept, bytes */
@@ -233,40 +235,113 @@ version_line(const char *line)
 	return 0;
 }
 
-/* Ask the worker jar for its version (§5.1). */
+/* The worker version in the output of the version class, or NULL. */
+static char *
+worker_version_of(char *out)
+{
+	char *line, *save = NULL;
+
+	for (line = strtok_r(out, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		str_trim(line);
+		if (strlen(line) > 64)
+			line[64] = '\0';
+		if (*line == '\0' || strchr(line, ' ') != NULL ||
+		    strstr(line, "OPTIONS") != NULL)
+			continue;
+		return version_line(line) ? xstrdup(line) : NULL;
+	}
+	return NULL;
+}
+
+/* argv of the worker-version probe of jar (free with free_argv). */
+static char **
+worker_version_argv(const char *jar)
+{
+	char **argv = xcalloc(7, sizeof(*argv));
+
+	argv[0] = agent_java_path();
+	argv[1] = xasprintf("-Djava.io.tmpdir=%s/build_tmp", A.workdir);
+	argv[2] = xstrdup("-Xmx256m");
+	argv[3] = xstrdup("-cp");
+	argv[4] = xstrdup(jar);
+	argv[5] = xstrdup("com.tencent.devops.agent.AgentVersionKt");
+	return argv;
+}
+
+/* Free a NULL-terminated argv of heap strings. */
+static void
+free_argv(char **argv)
+{
+	char **p;
+
+	for (p = argv; *p != NULL; p++)
+		free(*p);
+	free(argv);
+}
+
+/* Ask the worker jar for its version, synchronously (§5.1). */
 char *
 host_worker_version(const char *jar, const char *cwd)
 {
-	char *java = agent_java_path(), *out = NULL, *line, *save = NULL;
-	char *tmpdir = xasprintf("-Djava.io.tmpdir=%s/build_tmp", A.workdir);
-	char *argv[] = { java, tmpdir, "-Xmx256m", "-cp", (char *)jar,
-	    "com.tencent.devops.agent.AgentVersionKt", NULL };
-	char *version = NULL;
+	char **argv = worker_version_argv(jar), *out = NULL, *version = NULL;
 	int status;
 
 	if (child_run_capture(argv, cwd, JAVA_PROBE_MS, (size_t)64 * 1024, &out, &status) == -1) {
 		log_warn("worker version probe (%s) failed", jar);
-	} else {
-		for (line = strtok_r(out, "\n", &save); line != NULL;
-		    line = strtok_r(NULL, "\n", &save)) {
-			str_trim(line);
-			if (strlen(line) > 64)
-				line[64] = '\0';
-			if (*line == '\0' || strchr(line, ' ') != NULL ||
-			    strstr(line, "OPTIONS") != NULL)
-				continue;
-			if (version_line(line))
-				version = xstrdup(line);
-			break;
-		}
-		if (version == NULL)
-			log_warnx("worker version probe (%s): no version in output (%s)",
-			    jar, child_status_str(status));
+	} else if ((version = worker_version_of(out)) == NULL) {
+		log_warnx("worker version probe (%s): no version in output (%s)",
+		    jar, child_status_str(status));
 	}
 	free(out);
-	free(java);
-	free(tmpdir);
+	free_argv(argv);
 	return version != NULL ? version : xstrdup("");
+}
+
+struct worker_probe {
+	char	*jar;
+	void	(*cb)(char *version, void *arg);
+	void	*arg;
+};
+
+/* host_worker_version_async's probe ended. */
+static void
+worker_probe_done(const struct probe_result *r, void *arg)
+{
+	struct worker_probe *w = arg;
+	char *out = xstrdup(r->out), *version = NULL;
+
+	if (!r->ok)
+		log_warnx("worker version probe (%s) timed out", w->jar);
+	else if ((version = worker_version_of(out)) == NULL)
+		log_warnx("worker version probe (%s): no version in output (%s)",
+		    w->jar, child_status_str(r->status));
+	free(out);
+	w->cb(version != NULL ? version : xstrdup(""), w->arg);
+	free(w->jar);
+	free(w);
+}
+
+/* The worker version of jar, on the event loop (agent.h). */
+int
+host_worker_version_async(const char *jar, void (*cb)(char *version, void *arg),
+    void *arg)
+{
+	struct worker_probe *w = xcalloc(1, sizeof(*w));
+	char **argv = worker_version_argv(jar);
+	int rc;
+
+	w->jar = xstrdup(jar);
+	w->cb = cb;
+	w->arg = arg;
+	rc = probe_run(argv, A.workdir, JAVA_PROBE_MS, (size_t)64 * 1024,
+	    worker_probe_done, w);
+	free_argv(argv);
+	if (rc == -1) {
+		free(w->jar);
+		free(w);
+	}
+	return rc;
 }
 
 /* The java binary inside a JDK directory (macOS bundles Contents/Home). */
@@ -393,28 +468,69 @@ jdk_blank(void)
 }
 
 /*
- * Run `<java> --version` (bounded, process group killed on overrun) and
- * pick its lines into out. 0, or -1 when it did not run or exit 0.
+ * The outcome of a `<java> --version` run (ran: exited 0 within the
+ * deadline; out: its output): pick its lines into out_lines. 0, or -1
+ * (logged) when it did not run or exit 0.
+ */
+static int
+jdk_lines_of(const char *java, int ran, int status, char *out, char *out_lines[3])
+{
+	if (!ran || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		log_warnx("%s --version failed (%s): %.200s", java,
+		    ran ? child_status_str(status) : "timed out or did not start",
+		    out != NULL ? out : "");
+		return -1;
+	}
+	host_jdk17_lines(str_trim(out), out_lines);
+	return 0;
+}
+
+/*
+ * Run `<java> --version` synchronously (bounded, process group killed on
+ * overrun; only before the event loop runs) and pick its lines. 0 or -1.
  */
 static int
 jdk_probe(const char *java, char *out_lines[3])
 {
 	char *argv[] = { (char *)java, "--version", NULL }, *out = NULL;
-	int status = 0;
+	int status = 0, rc;
 
-	if (child_run_capture(argv, A.workdir, JAVA_PROBE_MS, JAVA_PROBE_OUT,
-	    &out, &status) == -1 || !WIFEXITED(status) ||
-	    WEXITSTATUS(status) != 0) {
-		log_warnx("%s --version failed (%s): %.200s", java,
-		    out != NULL ? child_status_str(status) :
-		    errno == ETIMEDOUT ? "timed out" : "did not start",
-		    out != NULL ? out : "");
-		free(out);
-		return -1;
-	}
-	host_jdk17_lines(str_trim(out), out_lines);
+	rc = child_run_capture(argv, A.workdir, JAVA_PROBE_MS, JAVA_PROBE_OUT,
+	    &out, &status);
+	rc = jdk_lines_of(java, rc == 0, status, out, out_lines);
 	free(out);
-	return 0;
+	return rc;
+}
+
+/* Store a probe's outcome as the reported JDK 17 version. */
+static void
+jdk_store(int rc, char *lines[3])
+{
+	int k;
+
+	if (rc == -1) {
+		jdk_set_state(JDK_NULL);
+		return;
+	}
+	jdk_set_state(JDK_LINES);
+	for (k = 0; k < 3; k++)
+		A.jdk_version[k] = lines[k];
+	log_info("JDK 17 %s: %s | %s | %s", A.cfg.jdk17_dir_resolved,
+	    lines[0], lines[1], lines[2]);
+}
+
+static int jdk_probing;		/* an asynchronous jdk probe runs */
+
+/* The asynchronous `java --version` of host_jdk_sync ended. */
+static void
+jdk_probe_done(const struct probe_result *r, void *arg)
+{
+	char *java = arg, *out = xstrdup(r->out), *lines[3];
+
+	jdk_probing = 0;
+	jdk_store(jdk_lines_of(java, r->ok, r->status, out, lines), lines);
+	free(out);
+	free(java);
 }
 
 /* Refresh the JDK 17 version lines (see agent.h). */
@@ -424,8 +540,9 @@ host_jdk_sync(int force)
 	static int64_t last_probe;
 	struct stat st;
 	char *java, *lines[3];
-	int k;
 
+	if (jdk_probing)
+		return;
 	if (stat(A.cfg.jdk17_dir_resolved, &st) == -1) {
 		if (jdk_state != JDK_NONE)
 			log_info("no JDK 17 at %s: jdkVersion []",
@@ -444,34 +561,77 @@ host_jdk_sync(int force)
 	last_probe = mono_ms();
 	jdk_mtime = st.st_mtime;
 	java = host_java_in(A.cfg.jdk17_dir_resolved);
-	if (jdk_probe(java, lines) == -1) {
-		jdk_set_state(JDK_NULL);
-	} else {
-		jdk_set_state(JDK_LINES);
-		for (k = 0; k < 3; k++)
-			A.jdk_version[k] = lines[k];
-		log_info("JDK 17 %s: %s | %s | %s", A.cfg.jdk17_dir_resolved,
-		    lines[0], lines[1], lines[2]);
+	if (force) {
+		jdk_store(jdk_probe(java, lines), lines);
+		free(java);
+		return;
 	}
-	free(java);
+	/* In the loop: heartbeats go on while java starts (or hangs). */
+	char *argv[] = { java, "--version", NULL };
+	if (probe_run(argv, A.workdir, JAVA_PROBE_MS, JAVA_PROBE_OUT,
+	    jdk_probe_done, java) == -1) {
+		jdk_set_state(JDK_NULL);
+		free(java);
+		return;
+	}
+	jdk_probing = 1;
 }
 
-/* Is dir a JDK 17: its java --version gives an "openjdk 17" line. */
+/* 1 while the JDK 17 version is being probed (agent.h). */
 int
-host_jdk17_verify(const char *dir)
+host_jdk_probing(void)
 {
-	char *java = host_java_in(dir), *lines[3];
+	return jdk_probing;
+}
+
+/* The asynchronous verification of a new JDK 17 dir ended. */
+struct jdk_verify {
+	char	*java;
+	void	(*cb)(int ok, void *arg);
+	void	*arg;
+};
+
+/* host_jdk17_verify's probe ended: an "openjdk 17" line or not. */
+static void
+jdk_verify_done(const struct probe_result *r, void *arg)
+{
+	struct jdk_verify *v = arg;
+	char *out = xstrdup(r->out), *lines[3];
 	int ok = 0, k;
 
-	if (jdk_probe(java, lines) == 0) {
+	if (jdk_lines_of(v->java, r->ok, r->status, out, lines) == 0) {
 		ok = *lines[0] != '\0';
 		if (!ok)
-			log_warnx("%s --version: no 'openjdk 17' line", java);
+			log_warnx("%s --version: no 'openjdk 17' line", v->java);
 		for (k = 0; k < 3; k++)
 			free(lines[k]);
 	}
-	free(java);
-	return ok;
+	free(out);
+	v->cb(ok, v->arg);
+	free(v->java);
+	free(v);
+}
+
+/* Is dir a JDK 17: its java --version gives an "openjdk 17" line (agent.h). */
+int
+host_jdk17_verify(const char *dir, void (*cb)(int ok, void *arg), void *arg)
+{
+	struct jdk_verify *v = xcalloc(1, sizeof(*v));
+	char *argv[3];
+
+	v->java = host_java_in(dir);
+	v->cb = cb;
+	v->arg = arg;
+	argv[0] = v->java;
+	argv[1] = "--version";
+	argv[2] = NULL;
+	if (probe_run(argv, A.workdir, JAVA_PROBE_MS, JAVA_PROBE_OUT,
+	    jdk_verify_done, v) == -1) {
+		free(v->java);
+		free(v);
+		return -1;
+	}
+	return 0;
 }
 
 /* The JDK version for heartbeat and upgrade bodies. */

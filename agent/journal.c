@@ -194,6 +194,8 @@ journal_read_one(const char *path, void (*recover)(struct build *))
 	if (fs_read_file(path, JOURNAL_MAX, &text, NULL) == -1) {
 		if (errno == EFBIG)
 			journal_corrupt(path, "too large");
+		else if (errno == EINVAL)
+			journal_corrupt(path, "not a regular file");
 		else
 			log_warn("journal %s unreadable", path);
 		return;

@@ -173,7 +173,9 @@ main(int argc, char *argv[])
 	host_detect();
 	A.os_version = os_version_detect();
 	(void)fs_mkdir_p("build_tmp", 0777);
+	/* Before the loop: the first heartbeat and upgrade check need both. */
 	A.worker_version = host_worker_version("worker-agent.jar", A.workdir);
+	host_jdk_sync(1);
 	log_info("host %s, ip %s, %s/%s, user %s, worker %s, jdk %s",
 	    A.hostname, A.ip, A.os, A.arch, A.user,
 	    *A.worker_version ? A.worker_version : "(unknown)",

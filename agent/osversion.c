@@ -21,7 +21,7 @@
 #include "json.h"
 #include "util.h"
 
-#define OS_RELEASE_MAX	(64 * 1024)
+#define OS_RELEASE_MAX	((size_t)64 * 1024)
 
 /*
  * The value of key in os-release text (KEY=value, optionally in double or

@@ -14,12 +14,15 @@
 
 #include "agent.h"
 #include "build.h"
+#include "fsutil.h"
 #include "http.h"
 #include "json.h"
 #include "log.h"
 #include "util.h"
 
 #define UNINSTALL_REPORT_TRIES 5	/* finish reports of a deleted agent */
+#define REFUSED_REPORT_TRIES	10	/* refusals in a row before a dead letter */
+#define DEAD_LETTER_DIR		"runtime/deadletter"
 
 /* The workerBuildFinish body (build.h). */
 char *
@@ -57,6 +60,56 @@ outbox_drop(struct build *b)
 	agent_maybe_finish();
 }
 
+/*
+ * 1 when an answer is a refusal that a retry will not change: an HTTP 4xx
+ * other than 408 (timeout) and 429 (too many requests), or a well-formed
+ * envelope with a status other than 0. Transport errors, 5xx and bodies
+ * that are not an envelope (a proxy's error page) are worth retrying.
+ */
+static int
+report_refused(const struct http_result *r, int envelope_ok, long long status)
+{
+	if (!r->ok)
+		return 0;
+	if (r->code >= 400 && r->code < 500 && r->code != 408 && r->code != 429)
+		return 1;
+	return r->code < 500 && envelope_ok && status != 0;
+}
+
+/*
+ * Set the report of b aside as runtime/deadletter/<journal name> (the
+ * journal entry with the reason added) and forget the build, so that a
+ * server that refuses it forever cannot hold the agent: drain, uninstall and
+ * the upgrade check go on (docs/durability.md).
+ */
+static void
+outbox_dead_letter(struct build *b, const char *why)
+{
+	const char *base = strrchr(b->journal, '/');
+	char *path, *text = NULL;
+	cJSON *j;
+
+	(void)fs_mkdir_p(DEAD_LETTER_DIR, 0700);
+	path = xasprintf(DEAD_LETTER_DIR "/%s", base != NULL ? base + 1 : b->journal);
+	if (fs_read_file(b->journal, 1 << 20, &text, NULL) == 0 &&
+	    (j = cJSON_Parse(text)) != NULL) {
+		char *out;
+		json_add_str(j, "deadLetter", why);
+		cJSON_AddNumberToObject(j, "reportsSent", b->reports_sent);
+		out = json_print(j);
+		cJSON_Delete(j);
+		if (fs_write_atomic(path, out, strlen(out), 0600) == -1)
+			log_warn("build %s: cannot write the dead letter %s", b->key, path);
+		free(out);
+	}
+	free(text);
+	log_error("build %s: the server refused its finish report %d times (%s); "
+	    "set aside as %s and no longer reported", b->key, b->reports_sent,
+	    why, path);
+	free(path);
+	outbox_drop(b);
+}
+
 /* workerBuildFinish answered: status 0 ends the build; else retry later. */
 static void
 report_done(struct http_result *r, void *arg)
@@ -65,21 +118,34 @@ report_done(struct http_result *r, void *arg)
 	struct envelope env;
 	char err[300];
 	int64_t delay;
+	int parsed = 0;
+	long long status = 0;
 
 	b->report_busy = 0;
 	b->reports_sent++;
 	if (r->ok && envelope_parse(r->body, r->len, &env, err, sizeof(err)) == 0) {
-		if (env.status == 0) {
+		parsed = 1;
+		status = env.status;
+		if (env.status == 0 && r->code < 300) {
 			envelope_free(&env);
 			log_info("build %s: finish report acknowledged", b->key);
 			outbox_drop(b);
 			return;
 		}
-		snprintf(err, sizeof(err), "status %lld: %s", env.status,
-		    env.message ? env.message : "(no message)");
+		snprintf(err, sizeof(err), "HTTP %ld, status %lld: %s", r->code,
+		    env.status, env.message ? env.message : "(no message)");
 		envelope_free(&env);
 	} else if (!r->ok) {
 		snprintf(err, sizeof(err), "%s", r->error);
+	} else {
+		char detail[300];
+		snprintf(detail, sizeof(detail), "%s", err);
+		snprintf(err, sizeof(err), "HTTP %ld, %.200s", r->code, detail);
+	}
+	b->refusals = report_refused(r, parsed, status) ? b->refusals + 1 : 0;
+	if (b->refusals >= REFUSED_REPORT_TRIES) {
+		outbox_dead_letter(b, err);
+		return;
 	}
 	/*
 	 * A deleted agent: the real server answers 404 to finish reports once

@@ -149,9 +149,11 @@ until_window(int64_t sent, enum period window)
 static char *
 ask_body(int *upgrade_asked)
 {
-	cJSON *b = cJSON_CreateObject(), *en;
+	cJSON *b = cJSON_CreateObject(), *en, *hb;
 	char *s;
 
+	/* The heartbeat first: it refreshes the JDK version the upgrade needs. */
+	hb = heartbeat_request();
 	*upgrade_asked = upgrade_wanted();
 	en = cJSON_AddObjectToObject(b, "askEnable");
 	json_add_str(en, "build", build_ask_type());
@@ -159,7 +161,7 @@ ask_body(int *upgrade_asked)
 	/* No image-debug sessions: this agent does not run them. */
 	cJSON_AddBoolToObject(en, "dockerDebug", 0);
 	cJSON_AddBoolToObject(en, "pipeline", pipeline_wanted());
-	cJSON_AddItemToObject(b, "heartbeat", heartbeat_request());
+	cJSON_AddItemToObject(b, "heartbeat", hb);
 	if (*upgrade_asked)
 		cJSON_AddItemToObject(b, "upgrade", upgrade_request());
 	else
@@ -340,6 +342,7 @@ ask_send(void *arg)
 	if (P.ask_busy || A.mode == MODE_STOP)
 		return;
 	body = ask_body(&upgrade_asked);
+	log_debug("ask: %s", body);
 	P.ask_carried_exit = A.exit_error_enum != NULL;
 	if (http_json("POST", EP_ASK, body, ask_done,
 	    (void *)(intptr_t)upgrade_asked) == -1) {
@@ -655,6 +658,7 @@ startup_send(void *arg)
 	json_add_str(b, "version", A.worker_version);
 	body = json_print(b);
 	cJSON_Delete(b);
+	log_debug("startup: POST %s", EP_STARTUP);
 	if (http_json("POST", EP_STARTUP, body, startup_done, NULL) == -1) {
 		log_warnx("startup: cannot start request");
 		timer_set(&P.startup_timer, 1000);

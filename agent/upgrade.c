@@ -60,6 +60,7 @@
 #include "lock.h"
 #include "log.h"
 #include "md5.h"
+#include "probe.h"
 #include "util.h"
 
 #define UP_TMP		"tmp"
@@ -81,7 +82,7 @@
 #define LOCK_RETRY_MS	100	/* total-lock busy (daemon cycle): retry */
 #define LOCK_TRIES	100	/* ... for at most 10 s */
 #define PROBE_MS	15000	/* `tmp/devopsAgent version` */
-#define BIN_MAX_BYTES	(256 * 1024 * 1024)	/* a downloaded binary, read whole */
+#define BIN_MAX_BYTES	((size_t)256 * 1024 * 1024)	/* a downloaded binary, read whole */
 #define FOREIGN_COOLDOWN_MS	(3600 * 1000)	/* no upgrade check after a refusal */
 
 enum item { IT_AGENT, IT_WORKER, IT_JDK, IT_DOCKER, IT_MAX };
@@ -108,6 +109,9 @@ static struct {
 	int		 lock_tries;
 	int		 skip_logged;	/* "skipped in debug mode" said once */
 	int64_t		 foreign_until;	/* mono ms: a foreign agent binary was refused */
+	int		 agent_diff, daemon_diff;	/* tmp/ binaries differ */
+	int		 stage;		/* decide_next(): the next probe */
+	char		*worker_version;	/* of tmp/worker-agent.jar, probed */
 } U;
 
 /* md5 of the last jdk17.zip that failed to unpack or verify: not retried. */
@@ -115,6 +119,8 @@ static char jdk_bad_md5[MD5_HEX_LEN];
 
 static void finish(int success, const char *why);
 static void swap_files(void);
+static void decide_next(void);
+static void decide_finish(void);
 
 /* ------------------------------------------------------------ small helpers */
 
@@ -182,26 +188,41 @@ binary_is_ours(const char *bin)
 	return ours;
 }
 
-/* `<bin> version` prints a version (the new binary can at least run). */
-static int
-binary_runs(const char *bin)
+/* The `<bin> version` probe of decide() ended: record it, go on. */
+static void
+binary_probed(const struct probe_result *r, void *arg)
 {
-	char *path = xasprintf("%s/%s", A.workdir, bin), *out = NULL;
+	const char *bin = arg;
+	char *out = xstrdup(r->out);
+	int ok = r->ok && WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0 &&
+	    !str_blank(out);
+
+	if (ok)
+		log_info("upgrade: %s version: %s", bin, str_trim(out));
+	else
+		log_warnx("upgrade: `%s version` failed (%s); not installing it", bin,
+		    r->ok ? child_status_str(r->status) : "timed out");
+	free(out);
+	if (!ok)
+		U.failed[IT_AGENT] = 1;
+	decide_next();
+}
+
+/*
+ * Run `<bin> version` (the new binary can at least run) on the event loop;
+ * binary_probed goes on. 0, or -1 when it cannot start.
+ */
+static int
+binary_probe(const char *bin)
+{
+	char *path = xasprintf("%s/%s", A.workdir, bin);
 	char *argv[] = { path, "version", NULL };
-	int status = 0, ok = 0;
+	int rc;
 
 	(void)chmod(path, 0755);
-	if (child_run_capture(argv, A.workdir, PROBE_MS, 4096, &out, &status) == 0 &&
-	    WIFEXITED(status) && WEXITSTATUS(status) == 0 && !str_blank(out)) {
-		log_info("upgrade: %s version: %s", bin, str_trim(out));
-		ok = 1;
-	} else {
-		log_warnx("upgrade: `%s version` failed (%s); not installing it", bin,
-		    child_status_str(status));
-	}
-	free(out);
+	rc = probe_run(argv, A.workdir, PROBE_MS, 4096, binary_probed, (void *)bin);
 	free(path);
-	return ok;
+	return rc;
 }
 
 /* Reset the attempt's state (not the timers). */
@@ -213,6 +234,9 @@ attempt_reset(void)
 	for (i = 0; i < U.nfetch; i++)
 		free(U.fetch[i].file);
 	free(U.jdk_new);
+	free(U.worker_version);
+	U.worker_version = NULL;
+	U.agent_diff = U.daemon_diff = U.stage = 0;
 	memset(U.want, 0, sizeof(U.want));
 	memset(U.failed, 0, sizeof(U.failed));
 	memset(U.changed, 0, sizeof(U.changed));
@@ -276,7 +300,6 @@ upgrade_request(void)
 {
 	cJSON *b = cJSON_CreateObject();
 
-	host_jdk_sync(0);
 	json_add_str(b, "workerVersion", A.worker_version ? A.worker_version : "");
 	json_add_str(b, "goAgentVersion", AGENT_VERSION);
 	cJSON_AddItemToObject(b, "jdkVersion", host_jdk_json());
@@ -381,7 +404,9 @@ upgrade_wanted(void)
 		U.skip_logged = 1;
 		return 0;
 	}
+	/* Not while the JDK version is re-probed: the check would be stale. */
 	return !U.busy && A.mode == MODE_RUN && build_total_count() == 0 &&
+	    !host_jdk_probing() &&
 	    (U.foreign_until == 0 || mono_ms() >= U.foreign_until);
 }
 
@@ -525,13 +550,67 @@ jdk_from_zip(const char *hex)
 
 static void jdk_unpack(void);
 
-/* What differs from the installed files (§7.3), then apply or finish. */
+/* The new worker jar's version probe of decide() ended. */
+static void
+worker_probed(char *ver, void *arg)
+{
+	(void)arg;
+	if (*ver != '\0') {
+		log_info("upgrade: new worker %s (running %s)", ver,
+		    A.worker_version);
+		U.changed[IT_WORKER] = 1;
+		free(U.worker_version);
+		U.worker_version = ver;
+	} else {
+		U.failed[IT_WORKER] = 1;	/* not a worker jar */
+		free(ver);
+	}
+	decide_next();
+}
+
+/*
+ * The probes of decide(), one at a time on the event loop (a new binary
+ * answers `version`, a new jar names its worker version), then
+ * decide_finish(). Each stage starts at most one probe and returns; the
+ * probe's callback calls this again.
+ */
+static void
+decide_next(void)
+{
+	for (;;) {
+		switch (U.stage++) {
+		case 0:
+			if (U.agent_diff && !U.failed[IT_AGENT] &&
+			    binary_probe(UP_AGENT_NEW) == 0)
+				return;
+			break;
+		case 1:
+			if (U.daemon_diff && !U.failed[IT_AGENT] &&
+			    binary_probe(UP_DAEMON_NEW) == 0)
+				return;
+			break;
+		case 2:
+			if (U.want[IT_WORKER] && !U.failed[IT_WORKER] &&
+			    files_differ(UP_WORKER_NEW, WORKER_JAR)) {
+				char *jar = xasprintf("%s/" UP_WORKER_NEW, A.workdir);
+				int rc = host_worker_version_async(jar, worker_probed, NULL);
+				free(jar);
+				if (rc == 0)
+					return;
+				U.failed[IT_WORKER] = 1;
+			}
+			break;
+		default:
+			decide_finish();
+			return;
+		}
+	}
+}
+
+/* What differs from the installed files (§7.3): the checks, then the probes. */
 static void
 decide(void)
 {
-	char *ver;
-	int any = 0, failed = 0, i;
-
 	if (U.want[IT_AGENT] && !U.failed[IT_AGENT] &&
 	    (!binary_is_ours(UP_AGENT_NEW) || !binary_is_ours(UP_DAEMON_NEW) ||
 	    !binary_is_ours(UP_UPGRADER))) {
@@ -545,30 +624,24 @@ decide(void)
 		U.foreign_until = mono_ms() + (A.fast ? 2000 : FOREIGN_COOLDOWN_MS);
 	}
 	if (U.want[IT_AGENT] && !U.failed[IT_AGENT]) {
-		int agent = files_differ(UP_AGENT_NEW, "devopsAgent");
-		int daemon = files_differ(UP_DAEMON_NEW, "devopsDaemon");
-		U.changed[IT_AGENT] = (agent || daemon) &&
-		    (!agent || binary_runs(UP_AGENT_NEW)) &&
-		    (!daemon || binary_runs(UP_DAEMON_NEW));
-		if (!U.changed[IT_AGENT] && (agent || daemon))
-			U.failed[IT_AGENT] = 1;
+		U.agent_diff = files_differ(UP_AGENT_NEW, "devopsAgent");
+		U.daemon_diff = files_differ(UP_DAEMON_NEW, "devopsDaemon");
 		log_info("upgrade: agent binary %s, daemon binary %s",
-		    agent ? "differs" : "unchanged", daemon ? "differs" : "unchanged");
+		    U.agent_diff ? "differs" : "unchanged",
+		    U.daemon_diff ? "differs" : "unchanged");
 	}
-	if (U.want[IT_WORKER] && !U.failed[IT_WORKER] &&
-	    files_differ(UP_WORKER_NEW, WORKER_JAR)) {
-		char *jar = xasprintf("%s/" UP_WORKER_NEW, A.workdir);
-		ver = host_worker_version(jar, A.workdir);
-		free(jar);
-		if (*ver != '\0') {
-			log_info("upgrade: new worker %s (running %s)", ver,
-			    A.worker_version);
-			U.changed[IT_WORKER] = 1;
-		} else {
-			U.failed[IT_WORKER] = 1;	/* not a worker jar */
-		}
-		free(ver);
-	}
+	U.stage = 0;
+	decide_next();
+}
+
+/* The probes are done: what changed, then apply or finish. */
+static void
+decide_finish(void)
+{
+	int any = 0, failed = 0, i;
+
+	if (U.want[IT_AGENT] && !U.failed[IT_AGENT])
+		U.changed[IT_AGENT] = U.agent_diff || U.daemon_diff;
 	if (U.want[IT_JDK] && !U.failed[IT_JDK]) {
 		U.changed[IT_JDK] = !jdk_from_zip(U.jdk_md5);
 		if (!U.changed[IT_JDK]) {
@@ -642,20 +715,14 @@ jdk_reject(const char *why)
 	finish(0, why);
 }
 
-/* The unpack child ended: verify the new JDK 17, then swap. */
+/* The new JDK 17 answered its version probe: mark it and swap, or reject. */
 static void
-jdk_unpacked(pid_t pid, int status, void *arg)
+jdk_verified(int ok, void *arg)
 {
 	char *marker;
 
 	(void)arg;
-	(void)pid;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		jdk_reject("cannot unpack tmp/jdk17.zip (see the lines above); "
-		    "the JDK in use stays");
-		return;
-	}
-	if (!host_jdk17_verify(U.jdk_new)) {
+	if (!ok) {
 		jdk_reject("the new JDK is not a working JDK 17; the JDK in use "
 		    "stays");
 		return;
@@ -665,6 +732,22 @@ jdk_unpacked(pid_t pid, int status, void *arg)
 		log_warn("upgrade: cannot write %s", marker);
 	free(marker);
 	swap_files();
+}
+
+/* The unpack child ended: verify the new JDK 17 (on the loop), then swap. */
+static void
+jdk_unpacked(pid_t pid, int status, void *arg)
+{
+	(void)arg;
+	(void)pid;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		jdk_reject("cannot unpack tmp/jdk17.zip (see the lines above); "
+		    "the JDK in use stays");
+		return;
+	}
+	if (host_jdk17_verify(U.jdk_new, jdk_verified, NULL) == -1)
+		jdk_reject("cannot start the new JDK's version probe; the JDK in "
+		    "use stays");
 }
 
 /*
@@ -781,7 +864,7 @@ jdk_switch(void)
 	free(old_dir);
 	free(old_res);
 	jdk_remove_old(U.jdk_new);
-	host_jdk_sync(1);
+	host_jdk_sync(0);	/* the version lands before the next check */
 	return 0;
 }
 
@@ -797,8 +880,6 @@ static void handoff_try(void *arg);
 static void
 swap_files(void)
 {
-	char *ver;
-
 	if (A.mode != MODE_RUN || build_total_count() > 0) {
 		if (U.jdk_new != NULL)
 			(void)fs_rm_rf(U.jdk_new);
@@ -819,11 +900,12 @@ swap_files(void)
 			finish(0, "cannot replace worker-agent.jar");
 			return;
 		}
-		ver = host_worker_version(WORKER_JAR, A.workdir);
+		/* Its version was probed in decide(): no probe in this turn. */
 		log_info("upgrade: worker-agent.jar replaced: %s -> %s",
-		    A.worker_version, *ver ? ver : "(unknown)");
+		    A.worker_version, U.worker_version);
 		free(A.worker_version);
-		A.worker_version = ver;
+		A.worker_version = U.worker_version;
+		U.worker_version = NULL;
 	}
 	if (U.changed[IT_DOCKER]) {
 		if (fs_copy_file(UP_DOCKER_NEW, DOCKER_INIT, 0755) == -1) {

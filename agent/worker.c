@@ -25,9 +25,6 @@
 #include "tree.h"
 #include "util.h"
 
-/* The text the worker replaces when it ends normally (§6.8). */
-#define KILLED_MSG	"Builder process was killed by the OS or another program."
-
 /* The build info the worker gets in argv, docker info nulled (build.h). */
 char *
 build_info_json(const cJSON *info)
@@ -142,20 +139,43 @@ build_env(const struct build *b, struct envlist *env)
 }
 
 /*
+ * The build could not start for a reason of this host, not of the build
+ * (disk, java, worker jar): report it with the cause and stop claiming until
+ * the cause is gone (build_local_fault), so the queue is not burnt.
+ */
+static void
+launch_fault(struct build *b, const char *msg, int code)
+{
+	build_finish(b, 0, msg, code);
+	build_local_fault(msg);
+}
+
+/* The restored jar's version probe ended: it is the reported version now. */
+static void
+worker_version_probed(char *version, void *arg)
+{
+	(void)arg;
+	if (*version == '\0') {
+		log_warnx("the restored worker-agent.jar does not report a version");
+		free(version);
+		return;
+	}
+	free(A.worker_version);
+	A.worker_version = version;
+}
+
+/*
  * Worker jar self-heal (§6.10): restore it from tmp/ when missing. Unlike
- * GoAgent, a build that cannot run is not started (W11). 0 or -1 (reported).
+ * GoAgent, a build that cannot run is not started. 0 or -1 (reported).
  */
 static int
 worker_jar_check(struct build *b)
 {
-	char *v;
 
 	if (fs_is_file("worker-agent.jar"))
 		return 0;
 	if (!fs_is_file("tmp/worker-agent.jar")) {
-		agent_set_exit_error("THIRD_AGENT_EXIT_NOT_WORKER",
-		    "worker-agent.jar is missing and tmp/worker-agent.jar too");
-		build_finish(b, 0, "worker-agent.jar is missing and there is no "
+		launch_fault(b, "worker-agent.jar is missing and there is no "
 		    "copy in tmp/ to restore it from", ERR_LOSE_RUN_FILE);
 		return -1;
 	}
@@ -163,19 +183,14 @@ worker_jar_check(struct build *b)
 	if (fs_copy_file("tmp/worker-agent.jar", "worker-agent.jar", 0644) == -1) {
 		char *m = xasprintf("cannot restore worker-agent.jar from tmp/: %s",
 		    strerror(errno));
-		build_finish(b, 0, m, ERR_RECOVER_RUN_FILE);
+		launch_fault(b, m, ERR_RECOVER_RUN_FILE);
 		free(m);
 		return -1;
 	}
-	v = host_worker_version("worker-agent.jar", A.workdir);
-	if (v[0] != 'v') {
-		free(v);
-		build_finish(b, 0, "restored worker-agent.jar does not report a "
-		    "version", ERR_RECOVER_RUN_FILE);
-		return -1;
-	}
-	free(A.worker_version);
-	A.worker_version = v;
+	/* The build goes on; the reported version follows from the loop. */
+	if (host_worker_version_async("worker-agent.jar", worker_version_probed,
+	    NULL) == -1)
+		log_warnx("cannot probe the restored worker-agent.jar's version");
 	return 0;
 }
 
@@ -234,14 +249,22 @@ worker_launch(struct build *b)
 	if (fs_mkdir_p(BUILD_TMP, 0777) == -1 || chmod(BUILD_TMP, 01777) == -1) {
 		snprintf(err, sizeof(err), "cannot create %s: %s", BUILD_TMP,
 		    strerror(errno));
-		agent_check_io_error(errno, "build_tmp");
 		envlist_free(&env);
-		build_finish(b, 0, err, ERR_MAKE_TMP_DIR);
+		launch_fault(b, err, ERR_MAKE_TMP_DIR);
 		return;
 	}
 	if (A.cfg.detect_shell && sh_env != NULL && !str_blank(sh_env))
 		shell = sh_env;
 	java = agent_java_path();
+	/* The start script would exit 127 and the report say "killed". */
+	if (access(java, X_OK) == -1) {
+		snprintf(err, sizeof(err), "java not found or not executable: %s (%s)",
+		    java, strerror(errno));
+		free(java);
+		envlist_free(&env);
+		launch_fault(b, err, ERR_BUILD_PROCESS_START);
+		return;
+	}
 	info = build_info_json(b->info);
 	b64 = base64_encode(info, strlen(info));
 	free(info);
@@ -257,10 +280,9 @@ worker_launch(struct build *b)
 	    write_build_file(b->start_script, text, 0700, &o) == -1) {
 		snprintf(err, sizeof(err), "cannot write build scripts: %s",
 		    strerror(errno));
-		agent_check_io_error(errno, "build scripts");
 		free(text);
 		envlist_free(&env);
-		build_finish(b, 0, err, ERR_PREPARE_SCRIPT);
+		launch_fault(b, err, ERR_PREPARE_SCRIPT);
 		return;
 	}
 	free(text);
@@ -268,10 +290,9 @@ worker_launch(struct build *b)
 	if (write_build_file(b->prepare_script, text, 0700, &o) == -1) {
 		snprintf(err, sizeof(err), "cannot write build scripts: %s",
 		    strerror(errno));
-		agent_check_io_error(errno, "build scripts");
 		free(text);
 		envlist_free(&env);
-		build_finish(b, 0, err, ERR_PREPARE_SCRIPT);
+		launch_fault(b, err, ERR_PREPARE_SCRIPT);
 		return;
 	}
 	free(text);
@@ -306,7 +327,7 @@ worker_launch(struct build *b)
 		tree_cgroup_remove(b->cgroup);
 		free(b->cgroup);
 		b->cgroup = NULL;
-		build_finish(b, 0, err, ERR_BUILD_PROCESS_START);
+		launch_fault(b, err, ERR_BUILD_PROCESS_START);
 		return;
 	}
 	b->pid = pid;

@@ -147,11 +147,44 @@ fail:
 	return -1;
 }
 
-/* Read a whole file, at most max_bytes. */
+/*
+ * Open a regular file for reading (fsutil.h). Why O_NONBLOCK: opening a
+ * FIFO planted in place of a file would block until a writer comes (and a
+ * device might never end), which would hang the one event loop; with
+ * O_NONBLOCK the open returns at once and fstat tells. Reads of a regular
+ * file never block anyway; the flag is cleared for the caller.
+ */
 int
-fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
+fs_open_regular(const char *path, int flags)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC), rc, saved;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | flags);
+	struct stat st;
+	int saved;
+
+	if (fd == -1)
+		return -1;
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		goto fail;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == -1)
+		goto fail;
+	return fd;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+/* Read a regular file whole (fs_open_regular flags). */
+static int
+read_regular(const char *path, int flags, size_t max_bytes, char **out,
+    size_t *len)
+{
+	int fd = fs_open_regular(path, flags), rc, saved;
 
 	if (fd == -1)
 		return -1;
@@ -162,29 +195,18 @@ fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
 	return rc;
 }
 
+/* Read a whole regular file (symlinks followed), at most max_bytes. */
+int
+fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
+{
+	return read_regular(path, 0, max_bytes, out, len);
+}
+
 /* Read a whole regular file; no symlink, FIFO or device. */
 int
 fs_read_regular(const char *path, size_t max_bytes, char **out, size_t *len)
 {
-	/* O_NONBLOCK: opening a FIFO planted there must not hang the loop. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	struct stat st;
-	int rc, saved;
-
-	if (fd == -1)
-		return -1;
-	if (fstat(fd, &st) == -1) {
-		rc = -1;
-	} else if (!S_ISREG(st.st_mode)) {
-		errno = EINVAL;
-		rc = -1;
-	} else {
-		rc = read_fd(fd, max_bytes, out, len);
-	}
-	saved = errno;
-	close(fd);
-	errno = saved;
-	return rc;
+	return read_regular(path, O_NOFOLLOW, max_bytes, out, len);
 }
 
 /* mkdir -p. */
@@ -288,7 +310,7 @@ fs_copy_file(const char *src, const char *dst, mode_t mode)
 	int in, out = -1, saved;
 	ssize_t n;
 
-	if ((in = open(src, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((in = fs_open_regular(src, 0)) == -1)
 		return -1;
 	if ((out = temp_beside(dst, tmp, sizeof(tmp))) == -1)
 		goto fail_in;

@@ -27,9 +27,20 @@ int fs_write_all(int fd, const void *buf, size_t len);
 
 /**
  * Read a whole file into a new NUL-terminated buffer (*out, caller frees;
- * *len excludes the NUL). Files larger than max_bytes fail with EFBIG.
+ * *len excludes the NUL). Files larger than max_bytes fail with EFBIG. Only
+ * a regular file is read (symlinks to one are followed): a FIFO, device or
+ * directory in its place fails at once with EINVAL, never blocks. Returns 0,
+ * or -1 with errno.
  */
 int fs_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
+
+/**
+ * Open path read-only (O_CLOEXEC, plus flags such as O_NOFOLLOW) when it is
+ * a regular file: a FIFO, device or directory fails at once with EINVAL
+ * instead of blocking the caller. Returns the fd (blocking mode), or -1
+ * with errno.
+ */
+int fs_open_regular(const char *path, int flags);
 
 /**
  * fs_read_file for a file in a directory other users can write (build_tmp,

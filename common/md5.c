@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "fsutil.h"
 #include "md5.h"
 
 struct md5_stream {
@@ -71,7 +72,8 @@ md5_file(const char *path, char hex[MD5_HEX_LEN])
 	int fd, saved;
 
 	hex[0] = '\0';
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* A FIFO in place of the file must not block: regular files only. */
+	if ((fd = fs_open_regular(path, 0)) == -1)
 		return -1;
 	s = md5_stream_new();
 	while ((n = read(fd, buf, sizeof(buf))) != 0) {

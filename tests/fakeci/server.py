@@ -699,7 +699,10 @@ class FakeCI:
     def _entry_view(entry: dict) -> dict:
         if "raw" in entry:
             return {"raw": entry["raw"], "script": entry["script"]}
-        return dict(entry["data"], script=entry["script"])
+        view = dict(entry["data"], script=entry["script"])
+        if "pulledAt" in entry:
+            view["pulledAt"] = entry["pulledAt"]
+        return view
 
     def _persist(self, name: str, obj) -> None:
         if not self.state_dir:

@@ -278,6 +278,34 @@ def heartbeats(fakeci: FakeCI) -> list[dict]:
     return out
 
 
+def upgrade_checks(fakeci: FakeCI) -> list[dict]:
+    """Every upgrade check body the agent sent, in order: a legacy upgradeNew
+    call or the non-null upgrade part of an ask (each with its time "t")."""
+    out = []
+    for r in fakeci.requests():
+        body = r.get("json")
+        if r["path"].endswith("/upgradeNew") and isinstance(body, dict):
+            out.append(dict(body, t=r["t"]))
+        elif (r["path"].endswith(ASK_PATH) and isinstance(body, dict)
+              and isinstance(body.get("upgrade"), dict)):
+            out.append(dict(body["upgrade"], t=r["t"]))
+    return out
+
+
+def pipeline_polls(fakeci: FakeCI) -> int:
+    """How often the agent asked for a pipeline item: GET agents/pipelines
+    calls plus asks with askEnable.pipeline true."""
+    n = 0
+    for r in fakeci.requests():
+        body = r.get("json")
+        if r["method"] == "GET" and r["path"].endswith("/agents/pipelines"):
+            n += 1
+        elif (r["path"].endswith(ASK_PATH) and isinstance(body, dict)
+              and (body.get("askEnable") or {}).get("pipeline") is True):
+            n += 1
+    return n
+
+
 def wait_heartbeats(fakeci: FakeCI, count: int, timeout: float = 10.0) -> list[dict]:
     """Wait until the agent sent at least count heartbeats; returns them (or [])."""
     ok = fakeci.wait_until(lambda: len(heartbeats(fakeci)) >= count, timeout=timeout)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BIN_DIR, SECRET_KEY, Agent, assert_no_violations, processes_in,
-                      wait_until, write_properties)
+from conftest import (ASK_PATH, BIN_DIR, SECRET_KEY, Agent, assert_no_violations,
+                      heartbeats, processes_in, wait_until, write_properties)
+from conftest import wait_heartbeats as wait_for_heartbeats
 
 HERE = Path(__file__).resolve().parent
 PROPS = ".agent.properties"
@@ -71,14 +72,9 @@ def enospc_env(shim: Path, flag: Path, match: str) -> dict:
     return env
 
 
-def heartbeats(fakeci) -> int:
-    return fakeci.count("requests", "agents/newHeartbeat")
-
-
 def wait_heartbeats(fakeci, more: int, timeout: float = 30) -> None:
-    want = heartbeats(fakeci) + more
-    assert fakeci.wait_for("requests", want, timeout=timeout,
-                           path_contains="agents/newHeartbeat"), \
+    want = len(heartbeats(fakeci)) + more
+    assert wait_for_heartbeats(fakeci, want, timeout=timeout), \
         f"fewer than {want} heartbeats after {timeout} s"
 
 
@@ -98,6 +94,10 @@ def test_mixed_fault_window(install_dir, fakeci):
     # would hide what the agent really gives back: keep it small.
     asan = os.environ.get("ASAN_OPTIONS", "")
     env = {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"}
+    # The legacy loops: several calls poll at once, so one hanging call must
+    # not stop the others. (Ask mode has one poll call; test_agent.py and
+    # test_poll.py cover its faults.)
+    fakeci.set_state(askSupported=False)
     agent = Agent(install_dir, env_extra=env, fast=True).start()
     wait_heartbeats(fakeci, 3)
     # Warm up every path once (a build end to end) before measuring.
@@ -167,8 +167,7 @@ def test_disk_full_while_saving_properties(install_dir, fakeci, enospc_shim):
     assert props.read_bytes() == before
     assert temp_files(install_dir) == []
     assert agent.wait(30) == 88
-    reported = [r["json"]["errorExitData"] for r in fakeci.requests("agents/newHeartbeat")
-                if r["json"] and r["json"].get("errorExitData")]
+    reported = [hb["errorExitData"] for hb in heartbeats(fakeci) if hb.get("errorExitData")]
     assert reported and reported[-1]["errorEnum"] == "THIRD_AGENT_EXIT_LEFT_DEVICE"
     assert props.read_bytes() == before
     assert_no_violations(fakeci)
@@ -215,14 +214,14 @@ def test_disk_full_while_logging(install_dir, fakeci, enospc_shim):
     log = install_dir / "logs" / "devopsAgent.log"
     before = log.read_bytes()
     flag.touch()
-    fakeci.add_fault("agents/newHeartbeat", "500", count=3)  # each one logs a warning
+    fakeci.add_fault(ASK_PATH, "500", count=3)  # each one logs a warning
     assert fakeci.wait_until(lambda: not fakeci.faults(), timeout=30)
     wait_heartbeats(fakeci, 1)
     assert log.read_bytes() == before
     assert "log write failed: No space left on device" in agent.output()
 
     flag.unlink()
-    fakeci.add_fault("agents/newHeartbeat", "500", count=1)
+    fakeci.add_fault(ASK_PATH, "500", count=1)
     agent.wait_for_log(r"log: \d+ earlier line\(s\) could not be written: "
                        r"No space left on device", timeout=30)
     after = log.read_bytes()

@@ -11,7 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import Agent, assert_no_violations, read_properties, wait_until
+from conftest import (Agent, assert_no_violations, heartbeats, read_properties,
+                      upgrade_checks, wait_heartbeats, wait_until)
 from test_upgrade import make_jdk_zip, suffix, wait_finish
 
 NEW_VM = "OpenJDK 64-Bit Server VM (build 17.0.12+9, mixed mode)"
@@ -65,7 +66,7 @@ def test_worker_runs_on_jdk17_with_jdk_variables(fakeci, install_dir):
     # Heartbeat envs come after the JDK variables and override them.
     fakeci.set_state(envs={"DEVOPS_AGENT_JDK_8_PATH": "/from/the/server"})
     agent = Agent(install_dir, fast=True).start()
-    assert fakeci.wait_for("requests", 2, timeout=30, path_contains="newHeartbeat")
+    assert wait_heartbeats(fakeci, 2, timeout=30)
     end = run_build(fakeci)
     env = end["env"]
     assert env["DEVOPS_AGENT_JDK_17_PATH"] == real(install_dir / "jdk17/bin/java")
@@ -78,8 +79,8 @@ def test_worker_runs_on_jdk17_with_jdk_variables(fakeci, install_dir):
                    "OpenJDK 64-Bit Server VM (build 17.0.9+9, mixed mode)"], jdk
     # Without heartbeat envs the agent's own value shows.
     fakeci.set_state(envs={})
-    n = len(fakeci.requests("newHeartbeat"))
-    assert fakeci.wait_for("requests", n + 2, timeout=30, path_contains="newHeartbeat")
+    n = len(heartbeats(fakeci))
+    assert wait_heartbeats(fakeci, n + 2, timeout=30)
     env = run_build(fakeci)["env"]
     assert env["DEVOPS_AGENT_JDK_8_PATH"] == real(install_dir / "jdk/bin/java")
     assert agent.running
@@ -89,7 +90,7 @@ def test_worker_runs_on_jdk17_with_jdk_variables(fakeci, install_dir):
 def test_without_jdk17_the_worker_runs_on_jdk8(fakeci, install_dir):
     shutil.rmtree(install_dir / "jdk17")
     agent = Agent(install_dir, fast=True).start()
-    assert fakeci.wait_for("requests", 2, timeout=30, path_contains="newHeartbeat")
+    assert wait_heartbeats(fakeci, 2, timeout=30)
     assert heartbeat_jdk(fakeci) == []           # no jdk17 directory
     end = run_build(fakeci)
     assert end["env"]["DEVOPS_AGENT_JDK_17_PATH"] == ""
@@ -122,10 +123,10 @@ def test_jdk17_upgrade_into_missing_dir_then_no_loop(fakeci, install_dir, tmp_pa
     assert (install_dir / "jdk17/bin/java").exists()
     # The next checks report the new JDK, so the server asks nothing more.
     assert wait_until(lambda: any(
-        ((r["json"] or {}).get("jdkVersion") or ["", "", ""])[2] == NEW_VM
-        for r in fakeci.requests("upgradeNew")), timeout=30)
-    n = len(fakeci.requests("upgradeNew"))
-    assert fakeci.wait_for("requests", n + 3, timeout=30, path_contains="upgradeNew")
+        (c.get("jdkVersion") or ["", "", ""])[2] == NEW_VM
+        for c in upgrade_checks(fakeci)), timeout=30)
+    n = len(upgrade_checks(fakeci))
+    assert wait_until(lambda: len(upgrade_checks(fakeci)) >= n + 3, timeout=30)
     assert [f["success"] for f in fakeci.upgrade_finishes] == [True]
     assert len(zip_downloads(fakeci)) == 1
     assert agent.read_log().count("upgrade: unpacking tmp/jdk17.zip") == 1

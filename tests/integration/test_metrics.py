@@ -13,7 +13,7 @@ import os
 import re
 import time
 
-from conftest import Agent, write_properties
+from conftest import Agent, wait_heartbeats, write_properties
 
 WRITE_PATH = "/ms/environment/api/buildAgent/agent/thirdPartyAgent/agents/metrix/write"
 IGNORED_FS = {"tmpfs", "devtmpfs", "devfs", "overlay", "aufs", "squashfs"}
@@ -310,8 +310,11 @@ def test_points_match_proc(install_dir, fakeci):
 
 
 def test_points_are_kept_while_the_server_is_down(install_dir, fakeci):
-    fakeci.set_down(True)
+    # The collector starts once startup is acknowledged (nothing goes out
+    # before it); then the server goes away.
     agent = start_collector(install_dir, fakeci)
+    agent.wait_for_log("startup reported", timeout=30)
+    fakeci.set_down(True)
     # Three rounds fail to deliver (fakeci records the dropped POSTs).
     assert fakeci.wait_for("requests", 3, timeout=30, path_contains="/agents/metrix"), \
         agent.read_log()[-3000:]
@@ -328,6 +331,6 @@ def test_points_are_kept_while_the_server_is_down(install_dir, fakeci):
 def test_collector_off(install_dir, fakeci):
     write_properties(install_dir, fakeci, {"devops.agent.collectorOn": "false"})
     agent = Agent(install_dir, fast=True).start()
-    assert fakeci.wait_for("requests", 4, timeout=20, path_contains="newHeartbeat")
+    assert wait_heartbeats(fakeci, 4, timeout=20)
     assert fakeci.count("requests", "/agents/metri") == 0
     assert "metrics collector off" in agent.read_log()

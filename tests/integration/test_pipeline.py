@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Agent, assert_no_violations, wait_until, write_properties
+from conftest import (Agent, assert_no_violations, pipeline_polls, wait_heartbeats,
+                      wait_until, write_properties)
 
 TAIL_MAX = 64 * 1024
 
@@ -210,8 +211,8 @@ def test_restart_between_end_and_put_reports_once(install_dir, fakeci, tmp_path)
     final = wait_final(fakeci, agent2, "rseq1")
     assert final["status"] == "SUCCESS" and final["response"] == "finished\n"
     # Several more loop turns: no second report, no second run.
-    polls = fakeci.count("requests", "/agents/pipelines")
-    assert fakeci.wait_for("requests", polls + 4, timeout=30, path_contains="/agents/pipelines")
+    polls = pipeline_polls(fakeci)
+    assert wait_until(lambda: pipeline_polls(fakeci) >= polls + 4, 30)
     assert len(finals_for(fakeci, "rseq1")) == 1
     assert runs.read_text() == "run\n"
     assert wait_until(lambda: result_json(install_dir, "rseq1")["reported"], 10)
@@ -238,7 +239,7 @@ def test_blank_command_and_wrong_types_fail_and_the_loop_lives_on(install_dir, f
     assert final["response"] == "run pipeline failed: the command is blank"
 
     # {"type": "COMMAND", "seqId": 42, "command": ["ls"]}: GoAgent's loop died here.
-    fakeci.add_fault("/agents/pipelines", "wrongtype", count=1, method="GET")
+    fakeci.corrupt_ask("pipeline", {"type": "COMMAND", "seqId": 42, "command": ["ls"]})
     final = wait_final(fakeci, agent, "42")
     assert final["status"] == "FAILURE"
     assert final["response"] == "run pipeline failed: command is not a string"
@@ -258,9 +259,9 @@ def test_blank_command_and_wrong_types_fail_and_the_loop_lives_on(install_dir, f
 
 def test_loop_is_off_by_default(install_dir, fakeci):
     agent = Agent(install_dir, fast=True).start()
-    assert fakeci.wait_for("requests", 4, timeout=20, path_contains="newHeartbeat")
-    assert fakeci.count("requests", "/agents/pipelines") == 0
-    assert "pipeline loop off" in agent.read_log()
+    assert wait_heartbeats(fakeci, 4, timeout=20)
+    assert pipeline_polls(fakeci) == 0
+    assert "pipeline executor off" in agent.read_log()
     assert not (install_dir / "pipeline_tasks").exists()
 
 

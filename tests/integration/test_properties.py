@@ -11,7 +11,8 @@ import stat
 import threading
 from urllib.parse import urlsplit
 
-from conftest import Agent, assert_no_violations, read_properties, wait_until
+from conftest import (Agent, assert_no_violations, heartbeats, read_properties,
+                      wait_heartbeats, wait_until)
 from fakeci.layout import write_properties
 
 
@@ -56,8 +57,8 @@ def start_proxy():
     return server
 
 
-def heartbeats(fakeci) -> int:
-    return len(fakeci.requests("newHeartbeat"))
+def heartbeat_count(fakeci) -> int:
+    return len(heartbeats(fakeci))
 
 
 def test_proxy_key_applies_and_heartbeat_envs_clear_it(fakeci, install_dir):
@@ -68,9 +69,9 @@ def test_proxy_key_applies_and_heartbeat_envs_clear_it(fakeci, install_dir):
                                                "NO_PROXY": ""})
         fakeci.set_state(envs=None)                  # answers without envs
         agent = Agent(install_dir, fast=True).start()
-        assert fakeci.wait_for("requests", 2, timeout=30, path_contains="newHeartbeat")
+        assert wait_heartbeats(fakeci, 2, timeout=30)
         assert any(p.endswith("/startup") for p in proxy.seen), proxy.seen
-        assert any(p.endswith("/newHeartbeat") for p in proxy.seen)
+        assert any(p.endswith("/ask") for p in proxy.seen)
         props = read_properties(install_dir / ".agent.properties")
         assert props["HTTP_PROXY"] == url            # kept, trimmed on load
 
@@ -79,11 +80,9 @@ def test_proxy_key_applies_and_heartbeat_envs_clear_it(fakeci, install_dir):
         fakeci.set_state(envs={"SOME_VAR": "1"})
         assert wait_until(lambda: read_properties(
             install_dir / ".agent.properties").get("HTTP_PROXY") == "", timeout=30)
-        assert fakeci.wait_for("requests", heartbeats(fakeci) + 2, timeout=30,
-                               path_contains="newHeartbeat")
+        assert wait_heartbeats(fakeci, heartbeat_count(fakeci) + 2, timeout=30)
         seen = len(proxy.seen)
-        assert fakeci.wait_for("requests", heartbeats(fakeci) + 3, timeout=30,
-                               path_contains="newHeartbeat")
+        assert wait_heartbeats(fakeci, heartbeat_count(fakeci) + 3, timeout=30)
         assert len(proxy.seen) == seen, proxy.seen[seen:]
 
         # The server sends a proxy: used and persisted.
@@ -132,7 +131,7 @@ def test_corrupt_properties_restored_from_backup(fakeci, install_dir):
     (install_dir / ".agent.properties.bak").write_text(good)
     path.write_bytes(b"devops.project.id=x\n\x00\x00 torn write\n")
     agent = Agent(install_dir, fast=True).start()
-    assert fakeci.wait_for("requests", 1, timeout=30, path_contains="newHeartbeat")
+    assert wait_heartbeats(fakeci, 1, timeout=30)
     agent.wait_for_log(r"restored it from \.agent\.properties\.bak", timeout=10)
     assert read_properties(path)["devops.agent.id"] == fakeci.agent_id
     assert b"\x00" not in path.read_bytes()
@@ -150,4 +149,4 @@ def test_both_broken_exits_1_naming_the_problems(fakeci, install_dir):
     assert "line 2: not a key=value line" in out
     assert ".agent.properties.bak" in out and "missing or blank" in out
     assert path.read_text() == "devops.project.id=x\njust words\n"
-    assert not fakeci.requests("newHeartbeat")
+    assert not heartbeats(fakeci)

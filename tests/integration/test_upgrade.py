@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO_ROOT, Agent, Daemon, assert_no_violations, kill_leftovers,
-                      read_properties, wait_until)
+from conftest import (REPO_ROOT, Agent, Daemon, assert_no_violations, heartbeats,
+                      kill_leftovers, read_properties, upgrade_checks, wait_heartbeats,
+                      wait_until)
 
 NEW_VERSION = "v9.9.9"
 UPGRADE_ENV = {
@@ -116,7 +117,7 @@ def new_agent_binary(new_binaries) -> bytes:
     return new_binaries["devopsAgent"]
 
 
-def test_agent_upgrade_installs_new_binary(fakeci, install_dir, new_agent_binary):
+def test_agent_upgrade_installs_new_binary(fakeci, install_dir, new_agent_binary, poll_mode):
     old_md5 = md5(install_dir / "devopsAgent")
     serve_binaries(fakeci, install_dir, agent=new_agent_binary)
     # Server rule: upgrade while the agent reports another version.
@@ -138,10 +139,9 @@ def test_agent_upgrade_installs_new_binary(fakeci, install_dir, new_agent_binary
     # The new agent asks again with its version: nothing more to do, so no
     # second FinishUpgrade (exactly one per attempt).
     assert wait_until(lambda: any(
-        (r["json"] or {}).get("goAgentVersion") == NEW_VERSION
-        for r in fakeci.requests("upgradeNew")), timeout=30)
-    n = len(fakeci.requests("upgradeNew"))
-    assert wait_until(lambda: len(fakeci.requests("upgradeNew")) >= n + 2, timeout=30)
+        c.get("goAgentVersion") == NEW_VERSION for c in upgrade_checks(fakeci)), timeout=30)
+    n = len(upgrade_checks(fakeci))
+    assert wait_until(lambda: len(upgrade_checks(fakeci)) >= n + 2, timeout=30)
     assert finishes(fakeci) == [True]
     assert daemon.running, "the daemon kept running (it did not change)"
     log = upgrader_log(install_dir)
@@ -192,8 +192,8 @@ def test_agent_and_daemon_upgrade(fakeci, install_dir, new_binaries):
     assert "now runs the new devopsDaemon" in upgrader_log(install_dir)
     assert "SIGUSR2: re-executing" in daemon.read_log()
     assert "stopping the daemon" not in upgrader_log(install_dir)
-    n = len(fakeci.requests("upgradeNew"))
-    assert wait_until(lambda: len(fakeci.requests("upgradeNew")) >= n + 2, timeout=30)
+    n = len(upgrade_checks(fakeci))
+    assert wait_until(lambda: len(upgrade_checks(fakeci)) >= n + 2, timeout=30)
     assert finishes(fakeci) == [True]
     assert_no_violations(fakeci)
     kill_leftovers(install_dir)
@@ -344,9 +344,9 @@ def test_worker_and_jdk_upgrade(fakeci, install_dir, tmp_path):
     assert (install_dir / "jdk/bin/java").exists()
     # The agent now reports the new worker and the new JDK 17 version.
     assert wait_until(lambda: any(
-        (r["json"] or {}).get("workerVersion") == "v1.16.0"
-        and ((r["json"] or {}).get("jdkVersion") or [""])[0] == "openjdk 17.0.12 2024-04-16"
-        for r in fakeci.requests("upgradeNew")), timeout=30)
+        c.get("workerVersion") == "v1.16.0"
+        and (c.get("jdkVersion") or [""])[0] == "openjdk 17.0.12 2024-04-16"
+        for c in upgrade_checks(fakeci)), timeout=30)
     assert finishes(fakeci) == [True]
     # Builds use the new JDK 17.
     fakeci.queue_build(script="echo on the new jdk")
@@ -369,8 +369,8 @@ def test_no_upgrade_while_a_build_runs(fakeci, install_dir):
     first = wait_finish(fakeci, agent)
     fakeci.set_upgrade()
     assert first["success"] is True
-    during = [r["t"] for r in fakeci.requests("upgradeNew") if started < r["t"] < build_end]
-    assert not during, "upgradeNew was sent while a build ran"
+    during = [c["t"] for c in upgrade_checks(fakeci) if started < c["t"] < build_end]
+    assert not during, "an upgrade check was sent while a build ran"
     assert first["t"] > build_end
     assert (install_dir / "worker-agent.jar").read_text() == "v1.16.0\n"
     assert_no_violations(fakeci)
@@ -382,10 +382,11 @@ def test_debug_mode_never_upgrades(fakeci, install_dir):
     agent = Agent(install_dir, fast=True).start()
     agent.wait_for_log(r"upgrade: disabled in debug mode", timeout=30)
     # Several upgrade periods (1 s) later there is still no check at all.
-    assert fakeci.wait_for("requests", 1, timeout=30, path_contains="newHeartbeat")
-    n = len(fakeci.requests("newHeartbeat"))
-    assert fakeci.wait_for("requests", n + 3, timeout=30, path_contains="newHeartbeat")
-    assert not fakeci.requests("upgradeNew")
+    n = len(wait_heartbeats(fakeci, 1, timeout=30))
+    assert wait_heartbeats(fakeci, n + 3, timeout=30)
+    assert not upgrade_checks(fakeci)
+    assert all(not r["json"]["askEnable"]["upgrade"]
+               for r in fakeci.requests("thirdPartyAgent/ask"))
     assert not fakeci.upgrade_finishes
 
 
