@@ -785,7 +785,10 @@ step_run(struct build *b, const char *what, char *const args[],
 	o.stderr_fd = efd;
 	if (b != NULL)
 		build_log(b, "DEBUG", "[docker] %s", s->cmdline);
-	log_info("docker: run %s", s->cmdline);
+	if (b != NULL)
+		log_info("docker: run %s", s->cmdline);
+	else
+		log_debug("docker: run %s", s->cmdline);
 	if ((pid = child_spawn(&o, err, errlen)) == -1)
 		goto fail;
 	close(ofd);
