@@ -316,11 +316,18 @@ void heartbeat_deleted(void);
 void build_start(void);
 /**
  * Why no build may be claimed now (mode, startup, the upgrade's swap lock, a
- * local fault, the cap), or NULL. Downloads of an upgrade do not stop
- * claims: a build that arrives meanwhile wins and the upgrade waits.
+ * local fault, both caps: the binary and the container one), or NULL.
+ * Downloads of an upgrade do not stop claims: a build that arrives
+ * meanwhile wins and the upgrade waits.
  */
 const char *build_gate(void);
-/** askEnable.build / buildType: "BINARY" when a build may be claimed, else "NONE". */
+/**
+ * askEnable.build / buildType (GoAgent HEAD agent/ask.go checkBuildType):
+ * "ALL" when a binary and a container build may both be claimed, "BINARY"
+ * or "DOCKER" when one kind may (its cap not reached; for containers the
+ * engine answered its last probe, docker.h), "NONE" when neither may or a
+ * gate is closed. Static string.
+ */
 const char *build_ask_type(void);
 /**
  * A build the server handed over (ask build part or legacy pull data;

@@ -23,6 +23,7 @@
 #include "agent.h"
 #include "build.h"
 #include "child.h"
+#include "docker.h"
 #include "fsutil.h"
 #include "json.h"
 #include "log.h"
@@ -117,7 +118,7 @@ build_task_list(void)
 
 	for (b = builds; b != NULL; b = b->next) {
 		cJSON *t;
-		if (b->state == B_FINISHED)
+		if (b->state == B_FINISHED || build_is_docker(b))
 			continue;
 		if (arr == NULL)
 			arr = cJSON_CreateArray();
@@ -173,6 +174,13 @@ build_info_check(const cJSON *info, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+/* 1 when b is a container build (build.h). */
+int
+build_is_docker(const struct build *b)
+{
+	return cJSON_IsObject(json_get(b->info, "dockerBuildInfo"));
 }
 
 /* First entry of the table (build.h). */
@@ -237,6 +245,8 @@ build_free(struct build *b)
 		}
 	timer_cancel(&b->watch_timer);
 	timer_cancel(&b->report_timer);
+	docker_build_free(b);
+	free(b->container);
 	if (b->pidfd != -1) {
 		ev_fd_del(b->pidfd);
 		close(b->pidfd);
@@ -545,14 +555,24 @@ build_claimed(cJSON *info)
 	ops_note_build(OPS_CLAIMED);
 	(void)journal_write(b);
 	if (cJSON_IsObject(dbi)) {
-		/* Never dropped (W24): a docker job is reported as failed. */
-		log_warnx("build %s is a docker build; docker builds are not "
-		    "supported by this agent", b->key);
-		build_finish(b, 0, "docker builds are not supported by this agent "
-		    "(binary builds only)", ERR_DOCKER_OS);
+		/* Never dropped: a malformed one fails with the reason. */
+		docker_launch(b);
 		return;
 	}
 	worker_launch(b);
+}
+
+/* Binary builds that count against devops.parallel.task.count. */
+static int
+binary_active_count(void)
+{
+	struct build *b;
+	int n = 0;
+
+	for (b = builds; b != NULL; b = b->next)
+		if (b->state != B_FINISHED && !build_is_docker(b))
+			n++;
+	return n;
 }
 
 /* 1 when another normal build may start (0 would mean unlimited: W9). */
@@ -561,7 +581,22 @@ can_run(void)
 {
 	int cap = A.cfg.parallel_task_count;
 
-	return cap <= 0 ? 1 : build_active_count() < cap;
+	return cap <= 0 ? 1 : binary_active_count() < cap;
+}
+
+/*
+ * 1 when another container build may start: the engine answered its last
+ * probe and devops.docker.parallel.task.count (0: unlimited, as GoAgent
+ * HEAD job/build.go CheckParallelTaskCount) is not reached.
+ */
+static int
+docker_can_run(void)
+{
+	int cap = A.cfg.docker_parallel_task_count;
+
+	if (!docker_engine_up())
+		return 0;
+	return cap <= 0 ? 1 : docker_active_count() < cap;
 }
 
 /* Why no build may be claimed now, or NULL (agent.h). */
@@ -580,8 +615,8 @@ build_gate(void)
 		return "builds cannot start on this host (see the local fault)";
 	if ((why = ops_disk_gate()) != NULL)	/* disk guard (ops.c) */
 		return why;
-	if (!can_run())
-		return "parallel task cap reached";
+	if (!can_run() && !docker_can_run())
+		return "parallel task caps reached";
 	return NULL;
 }
 
@@ -670,11 +705,23 @@ build_fault(void)
 	return fault.cause;
 }
 
-/* askEnable.build / buildType (agent.h): docker builds are not claimed. */
+/*
+ * askEnable.build / buildType (agent.h), as GoAgent HEAD agent/ask.go
+ * checkBuildType: ALL when both kinds may start, DOCKER or BINARY when one
+ * may, NONE when neither (or a gate is closed).
+ */
 const char *
 build_ask_type(void)
 {
-	return build_gate() == NULL ? "BINARY" : "NONE";
+	int bin, dock;
+
+	if (build_gate() != NULL)
+		return "NONE";
+	bin = can_run();
+	dock = docker_can_run();
+	if (bin && dock)
+		return "ALL";
+	return dock ? "DOCKER" : bin ? "BINARY" : "NONE";
 }
 
 /*
@@ -735,7 +782,9 @@ build_recover(struct build *b)
 		build_tree_end(b);	/* the report follows from tree_gone() */
 		break;
 	case B_RUNNING:
-		if (proc_same(b->pid, b->start_time)) {
+		if (b->container != NULL) {
+			docker_recover(b);
+		} else if (proc_same(b->pid, b->start_time)) {
 			b->adopted = 1;
 			log_info("build %s: worker %ld still running; re-adopted",
 			    b->key, (long)b->pid);

@@ -56,6 +56,9 @@ struct build {
 	int		 adopted;	/* not our child: watched by pidfd/poll */
 	int		 pidfd;		/* adopted watch: pidfd/kqueue, -1 if none */
 	char		*cgroup;	/* per-build cgroup dir, or NULL (tree.h) */
+	/* container builds (docker.h) */
+	char		*container;	/* container name, journaled before create */
+	struct dock	*dock;		/* docker.c's state, or NULL */
 	int		 tree_busy;	/* leftovers being ended: outcome waits */
 	int		 have_status;	/* we reaped the leader: wait_status valid */
 	int		 wait_status;
@@ -120,6 +123,8 @@ char *build_prepare_script(const char *shell, const char *start_script);
 cJSON *build_info_obj(const cJSON *info);
 
 /* ---- the table (build.c) */
+/** 1 when b runs in a container (its dockerBuildInfo is an object). */
+int build_is_docker(const struct build *b);
 /** First build of the table (then ->next), or NULL. Borrowed. */
 struct build *build_first(void);
 /** The build journaled at path, or NULL. Borrowed. */

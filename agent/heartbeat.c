@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "docker.h"
 #include "ev.h"
 #include "http.h"
 #include "json.h"
@@ -47,7 +48,7 @@ heartbeat_request(void)
 	json_add_str(props, "osVersion", A.os_version ? A.os_version : "");
 	cJSON_AddNumberToObject(b, "dockerParallelTaskCount",
 	    A.cfg.docker_parallel_task_count);
-	cJSON_AddArrayToObject(b, "dockerTaskList");
+	cJSON_AddItemToObject(b, "dockerTaskList", docker_task_list());
 	if (A.exit_error_enum != NULL) {
 		cJSON *e = cJSON_AddObjectToObject(b, "errorExitData");
 		json_add_str(e, "errorEnum", A.exit_error_enum);

@@ -30,18 +30,28 @@ static const char *state_names[] = { "claimed", "running", "finished" };
 int
 journal_write(struct build *b)
 {
-	cJSON *j = cJSON_CreateObject(), *res;
+	cJSON *j = cJSON_CreateObject(), *res, *info, *dbi;
 	char *text;
 	int rc;
 
 	cJSON_AddNumberToObject(j, "version", JOURNAL_VERSION);
-	cJSON_AddItemToObject(j, "build", cJSON_Duplicate(b->info, 1));
+	/*
+	 * A registry credential is needed only for the pull, which a restarted
+	 * agent never repeats: it is never written to disk (docs/docker.md).
+	 */
+	info = cJSON_Duplicate(b->info, 1);
+	dbi = cJSON_GetObjectItemCaseSensitive(info, "dockerBuildInfo");
+	if (cJSON_IsObject(dbi))
+		cJSON_DeleteItemFromObjectCaseSensitive(dbi, "credential");
+	cJSON_AddItemToObject(j, "build", info);
 	json_add_str(j, "state", state_names[b->state]);
 	cJSON_AddNumberToObject(j, "pid", b->pid);
 	cJSON_AddNumberToObject(j, "startTime", (double)b->start_time);
 	cJSON_AddNumberToObject(j, "pgid", b->pid);
 	if (b->cgroup != NULL)
 		json_add_str(j, "cgroup", b->cgroup);
+	if (b->container != NULL)
+		json_add_str(j, "container", b->container);
 	if (b->state == B_FINISHED) {
 		res = cJSON_AddObjectToObject(j, "result");
 		cJSON_AddBoolToObject(res, "success", b->success);
@@ -119,7 +129,7 @@ journal_parse(const char *path, const char *text, char *why, size_t whylen)
 {
 	cJSON *j = cJSON_Parse(text), *info;
 	const cJSON *res = NULL;
-	char *state = NULL, *cgroup = NULL, *msg = NULL;
+	char *state = NULL, *cgroup = NULL, *msg = NULL, *container = NULL;
 	long long pid = 0, start = 0;
 	int has_pid = 0, st = -1, ok = 0, code = 0;
 	struct build *b = NULL;
@@ -132,9 +142,14 @@ journal_parse(const char *path, const char *text, char *why, size_t whylen)
 	} else if (json_get_str(j, "state", &state) == -1 || state == NULL ||
 	    (st = state_parse(state)) == -1) {
 		snprintf(why, whylen, "no valid state");
+	} else if (json_get_str(j, "container", &container) == -1 ||
+	    (container != NULL && (container[0] == '\0' ||
+	    strspn(container, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789._-") != strlen(container)))) {
+		snprintf(why, whylen, "bad container name");
 	} else if (json_get_ll(j, "pid", &pid, &has_pid) == -1 ||
 	    json_get_ll(j, "startTime", &start, NULL) == -1 || pid < 0 ||
-	    start < 0 || (st == B_RUNNING && pid <= 1)) {
+	    start < 0 || (st == B_RUNNING && pid <= 1 && container == NULL)) {
 		snprintf(why, whylen, "bad pid or startTime");
 	} else if (json_get_str(j, "cgroup", &cgroup) == -1 ||
 	    (cgroup != NULL && cgroup[0] != '/')) {
@@ -152,6 +167,8 @@ journal_parse(const char *path, const char *text, char *why, size_t whylen)
 		b->start_time = (unsigned long long)start;
 		b->cgroup = cgroup;
 		cgroup = NULL;
+		b->container = container;
+		container = NULL;
 		if (st == B_FINISHED) {
 			b->success = ok;
 			b->message = msg ? msg : xstrdup("");
@@ -161,6 +178,7 @@ journal_parse(const char *path, const char *text, char *why, size_t whylen)
 	}
 	free(state);
 	free(cgroup);
+	free(container);
 	free(msg);
 	cJSON_Delete(j);
 	return b;

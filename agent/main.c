@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "docker.h"
 #include "child.h"
 #include "cli.h"
 #include "cron.h"
@@ -184,6 +185,9 @@ main(int argc, char *argv[])
 	    A.cfg.jdk_dir_resolved);
 
 	/* Local work first; the poll sends nothing before startup succeeds. */
+	/* container builds: engine probe and sweep of gone builds' containers;
+	 * before build_start, which may re-adopt containers (docker.h) */
+	docker_start();
 	build_start();
 	cleanup_start();
 	pipeline_start();

@@ -29,8 +29,13 @@
 char *
 build_finish_json(const struct build *b)
 {
-	cJSON *o = build_info_obj(b->info), *e;
+	cJSON *o = build_info_obj(b->info), *e, *dbi;
 	char *s;
+
+	/* The registry credential goes back to no one (docs/docker.md). */
+	dbi = cJSON_GetObjectItemCaseSensitive(o, "dockerBuildInfo");
+	if (cJSON_IsObject(dbi))
+		cJSON_DeleteItemFromObjectCaseSensitive(dbi, "credential");
 
 	cJSON_AddBoolToObject(o, "success", b->success);
 	json_add_str(o, "message", b->message ? b->message : "");

@@ -629,6 +629,20 @@ http_json(const char *method, const char *path, const char *body,
 	return req_submit(json_req_new(method, path, body), cb, arg);
 }
 
+/* Start an asynchronous JSON call with extra headers (build logs). */
+int
+http_json_headers(const char *method, const char *path, const char *body,
+    const char *const headers[], http_cb cb, void *arg)
+{
+	struct http_req *r = json_req_new(method, path, body);
+	size_t i;
+
+	for (i = 0; headers != NULL && headers[i] != NULL; i++)
+		r->headers = curl_slist_append(r->headers, headers[i]);
+	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+	return req_submit(r, cb, arg);
+}
+
 /* POST with a caller-chosen Content-Type (line protocol). */
 int
 http_post(const char *path, const char *content_type, const char *body,

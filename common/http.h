@@ -106,6 +106,14 @@ int http_json(const char *method, const char *path, const char *body,
     http_cb cb, void *arg);
 
 /**
+ * http_json with extra request headers: headers is a NULL-terminated array
+ * of "Name: value" lines (copied), sent after the auth headers (the build
+ * log calls' X-DEVOPS-BUILD-ID and X-DEVOPS-VM-SID, protocol §7.12).
+ */
+int http_json_headers(const char *method, const char *path, const char *body,
+    const char *const headers[], http_cb cb, void *arg);
+
+/**
  * Start a POST of a body that is not JSON (e.g. InfluxDB line protocol to
  * agents/metrix/write, protocol §7.11) with the given Content-Type (copied);
  * otherwise exactly like http_json: auth headers, timeout, body copied,

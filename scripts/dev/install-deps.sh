@@ -30,6 +30,10 @@ pkgs_test="$pkgs_test etcd-server etcd-client python3-croniter"
 # Operator side: the local metrics endpoint (libmicrohttpd), a real scrape in tests.
 pkgs_build="$pkgs_build libmicrohttpd-dev"
 pkgs_test="$pkgs_test prometheus"
+# container builds (tests/integration/test_docker.py): a private dockerd, a
+# registry with htpasswd auth (htpasswd from apache2-utils), tar for the image,
+# rootful podman
+pkgs_test="$pkgs_test docker.io docker-registry apache2-utils tar podman"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
 

@@ -467,6 +467,14 @@ class FakeCI:
                 "containerHashId": _hex_id("c-"),
             }
             build.update(data)
+            dbi = build.get("dockerBuildInfo")
+            if isinstance(dbi, dict):
+                # The server registers a per-build docker "agent"; the worker
+                # in the container authenticates with it (docker_build).
+                dbi = dict(dbi)
+                dbi.setdefault("agentId", _hex_id("docker-"))
+                dbi.setdefault("secretKey", _hex_id(""))
+                build["dockerBuildInfo"] = dbi
             if script is None:
                 script = 'echo "fakeci build $BUILD_ID running"'
             entry = {"data": build, "script": script}
@@ -788,7 +796,7 @@ class FakeCI:
             closed = route.gate(self, ctx)
             if closed is not None:
                 return closed
-        if route.auth == "agent":
+        if route.auth in ("agent", "worker"):
             denied = self._check_auth(ctx, route)
             if denied is not None:
                 return denied
@@ -807,7 +815,22 @@ class FakeCI:
 
     # ----- checks -------------------------------------------------------------
 
+    def _docker_entry(self, headers: dict) -> dict | None:
+        """The known build whose dockerBuildInfo agentId/secretKey the headers carry."""
+        agent, secret = headers.get("x-devops-agent-id"), headers.get("x-devops-agent-secret-key")
+        if not agent or not secret:
+            return None
+        with self._cond:
+            for entry in self._known.values():
+                dbi = entry["data"].get("dockerBuildInfo")
+                if (isinstance(dbi, dict) and dbi.get("agentId") == agent
+                        and dbi.get("secretKey") == secret):
+                    return entry
+        return None
+
     def _check_auth(self, ctx: "_Call", route: "_Route") -> Reply | None:
+        if route.auth == "worker" and self._docker_entry(ctx.headers) is not None:
+            return None
         expected = {"x-devops-build-type": "AGENT", "x-devops-project-id": self.project_id,
                     "x-devops-agent-id": self.agent_id,
                     "x-devops-agent-secret-key": self.secret_key}
@@ -829,9 +852,12 @@ class FakeCI:
         # the build pull made for (secret, agent id, build id, vmSeqId).
         h = ctx.headers
         need = ("x-devops-agent-secret-key", "x-devops-agent-id", "x-devops-build-id")
+        docker = self._docker_entry(h)
+        docker_ok = docker is not None and self._build_key(docker["data"]) == (
+            h.get("x-devops-build-id"), h.get("x-devops-vm-sid"))
         if (h.get("x-devops-build-type") != "AGENT" or any(not h.get(n) for n in need)
-                or h.get("x-devops-agent-secret-key") != self.secret_key
-                or h.get("x-devops-agent-id") != self.agent_id):
+                or (not docker_ok and (h.get("x-devops-agent-secret-key") != self.secret_key
+                                       or h.get("x-devops-agent-id") != self.agent_id))):
             self._violation(ctx, "auth", "log call without valid agent/build headers")
             return Reply.json({"status": 401, "data": "", "result": True,
                                "message": "unauthorized (fakeci gateway)"}, 401)
@@ -1068,7 +1094,8 @@ class FakeCI:
                 return status, None
             entry["pulledAt"] = time.time()
             self._pulled.append(entry)
-            key = self._build_key(entry.get("data"))
+            # Like the server, whatever was handed out with usable ids runs.
+            key = self._build_key(entry.get("data", entry.get("raw")))
             if key is not None:
                 self._running[key] = entry
             self._cond.notify_all()
@@ -1203,6 +1230,13 @@ class FakeCI:
         if entry is None:
             return Reply.json(_result(status=404, message=f"unknown build {key}"), 404)
         return Reply.json(_result({"script": entry["script"]}))
+
+    def _ep_worker_docker_build(self, ctx: "_Call") -> Reply:
+        entry = self._docker_entry(ctx.headers)
+        if entry is None:
+            return Reply.json(_result(status=404, message="not a docker build's credentials"), 404)
+        data = {k: v for k, v in entry["data"].items() if k != "dockerBuildInfo"}
+        return Reply.json(_result(data))
 
     def _ep_worker_end(self, ctx: "_Call") -> Reply:
         with self._cond:
@@ -1489,8 +1523,9 @@ ROUTES = {
     LOGS + "/red": {"POST": _Route(FakeCI._ep_logs, LOG_MESSAGE, auth="log")},
     LOGS + "/yellow": {"POST": _Route(FakeCI._ep_logs, LOG_MESSAGE, auth="log")},
     LOGS + "/multi": {"POST": _Route(FakeCI._ep_logs, _arr(LOG_MESSAGE), auth="log")},
-    WORKER + "/steps": {"GET": _Route(FakeCI._ep_worker_steps)},
-    WORKER + "/end": {"POST": _Route(FakeCI._ep_worker_end, WORKER_END)},
+    WORKER + "/steps": {"GET": _Route(FakeCI._ep_worker_steps, auth="worker")},
+    WORKER + "/end": {"POST": _Route(FakeCI._ep_worker_end, WORKER_END, auth="worker")},
+    WORKER + "/docker_build": {"GET": _Route(FakeCI._ep_worker_docker_build, auth="worker")},
 }
 
 

@@ -268,6 +268,29 @@ def test_build_pull_honours_build_type(fakeci):
     assert [b["buildId"] for b in fakeci.pulled] == [docker["buildId"], binary["buildId"]]
 
 
+def test_docker_build_credentials_for_the_worker_in_the_container(fakeci):
+    docker = fakeci.queue_build(script="echo hi", dockerBuildInfo={"image": "i"})
+    dbi = docker["dockerBuildInfo"]
+    assert dbi["agentId"].startswith("docker-") and dbi["secretKey"]
+    assert dbi["agentId"] != fakeci.agent_id
+    creds = {"X-DEVOPS-AGENT-ID": dbi["agentId"], "X-DEVOPS-AGENT-SECRET-KEY": dbi["secretKey"]}
+    got = call(fakeci, "GET", "/ms/fakeci/worker/docker_build", headers=creds).json()["data"]
+    assert got["buildId"] == docker["buildId"] and "dockerBuildInfo" not in got
+    assert call(fakeci, "GET", "/ms/fakeci/worker/docker_build").status == 404
+    steps = "/ms/fakeci/worker/steps?buildId=%s&vmSeqId=1" % docker["buildId"]
+    assert call(fakeci, "GET", steps, headers=creds).json()["data"]["script"] == "echo hi"
+    pull(fakeci, "DOCKER")
+    line = {"message": "inside", "timestamp": 1, "logType": "LOG"}
+    log_headers = dict(creds, **{"X-DEVOPS-BUILD-ID": docker["buildId"], "X-DEVOPS-VM-SID": "1"})
+    assert call(fakeci, "POST", LOGS, body=line, headers=log_headers).status == 200
+    assert fakeci.violations == []
+    # Another build's id with these credentials is refused.
+    other = dict(log_headers, **{"X-DEVOPS-BUILD-ID": "b-other"})
+    assert call(fakeci, "POST", LOGS, body=line, headers=other).status == 401
+    wrong = {"X-DEVOPS-AGENT-ID": dbi["agentId"], "X-DEVOPS-AGENT-SECRET-KEY": "nope"}
+    assert call(fakeci, "GET", steps, headers=wrong).status == 401
+
+
 def test_build_pull_without_build_type_is_a_violation(fakeci):
     fakeci.queue_build()
     assert "data" in call(fakeci, "GET", DISPATCH + "/startup").json()
