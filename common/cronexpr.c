@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cronexpr.h"
+#include "util.h"
 
 #define YEAR_MIN	1970
 #define YEAR_MAX	2099
