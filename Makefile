@@ -191,6 +191,7 @@ bench: all
 	$(PYTHON) bench/collector_figures.py
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
+	$(PYTHON) bench/docker_pickup.py	# container builds
 
 .PHONY: bench
 

@@ -158,7 +158,38 @@ adopt_count(int *cur, int has, int value, int hi, const char *key)
 }
 
 /*
- * Apply a parsed heartbeat response (§5.4 step 5). Every value is checked
+ * Drop the entries of the server's envs that must not reach a worker's
+ * environment (a bad name, a value with control bytes), each with a log
+ * line; the others are applied. A map too large is refused whole.
+ */
+static void
+envs_filter(struct hb_response *r)
+{
+	cJSON *it = r->envs->child, *next;
+	char why[160];
+
+	if (cJSON_GetArraySize(r->envs) > VALIDATE_ENVS_MAX) {
+		log_warnx("heartbeat: refusing envs from the server (more than %d "
+		    "entries); keeping the current ones", VALIDATE_ENVS_MAX);
+		cJSON_Delete(r->envs);
+		r->envs = NULL;
+		return;
+	}
+	for (; it != NULL; it = next) {
+		next = it->next;
+		if (validate_env_name(it->string, why, sizeof(why)) == 0 &&
+		    (cJSON_IsNull(it) || validate_env_value(it->valuestring, why,
+		    sizeof(why)) == 0))
+			continue;
+		log_warnx("heartbeat: refusing envs entry '%.40s' from the server "
+		    "(%s); the other entries apply", it->string ? it->string : "",
+		    why);
+		cJSON_Delete(cJSON_DetachItemViaPointer(r->envs, it));
+	}
+}
+
+/*
+ * Apply a parsed heartbeat response. Every value is checked
  * (validate.h) before it is kept in memory and in .agent.properties; one
  * that fails is logged and the running value stays.
  */
@@ -166,7 +197,6 @@ static void
 heartbeat_apply(struct hb_response *r)
 {
 	int changed = 0, ip_changed = 0;
-	char why[160];
 
 	if (adopt_count(&A.cfg.parallel_task_count, r->has_parallel,
 	    r->parallel, VALIDATE_PARALLEL_MAX, "parallelTaskCount")) {
@@ -205,13 +235,8 @@ heartbeat_apply(struct hb_response *r)
 		if (A.cfg.pipeline_enable)
 			pipeline_start();
 	}
-	if (r->envs != NULL && validate_envs(r->envs, why, sizeof(why)) == -1) {
-		/* The whole map is refused: a partial one would be a guess. */
-		log_warnx("heartbeat: refusing envs from the server (%s); keeping "
-		    "the current ones", why);
-		cJSON_Delete(r->envs);
-		r->envs = NULL;
-	}
+	if (r->envs != NULL)
+		envs_filter(r);
 	if (host_proxy_from_envs(r->envs))
 		changed = 1;
 	/* An answer without envs keeps the map (as HEAD): only "{}" clears it. */

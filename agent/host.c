@@ -520,6 +520,7 @@ jdk_store(int rc, char *lines[3])
 }
 
 static int jdk_probing;		/* an asynchronous jdk probe runs */
+static char *jdk_dir_probed;	/* the JDK 17 directory of the last probe */
 
 /* The asynchronous `java --version` of host_jdk_sync ended. */
 static void
@@ -551,7 +552,9 @@ host_jdk_sync(int force)
 		jdk_mtime = 0;
 		return;
 	}
-	if (!force && st.st_mtime == jdk_mtime) {
+	/* Another directory (a JDK switch) is probed whatever its mtime. */
+	if (!force && st.st_mtime == jdk_mtime && jdk_dir_probed != NULL &&
+	    strcmp(jdk_dir_probed, A.cfg.jdk17_dir_resolved) == 0) {
 		if (!jdk_blank())
 			return;
 		/* Blank: probe again, but not at every heartbeat. */
@@ -560,6 +563,8 @@ host_jdk_sync(int force)
 	}
 	last_probe = mono_ms();
 	jdk_mtime = st.st_mtime;
+	free(jdk_dir_probed);
+	jdk_dir_probed = xstrdup(A.cfg.jdk17_dir_resolved);
 	java = host_java_in(A.cfg.jdk17_dir_resolved);
 	if (force) {
 		jdk_store(jdk_probe(java, lines), lines);
