@@ -1568,7 +1568,7 @@ init_download(struct build *b)
 	char *path = xasprintf(EP_DOWNLOAD "?file=script/%s/" INIT_SCRIPT,
 	    strcmp(A.os, "macos") == 0 ? "macos" : "linux");
 	/* The upgrade's limits of this file (docs/upgrader.md): 1 MiB, 1 min. */
-	struct http_dl_limits lim = { .max_bytes = 1024 * 1024, .total_ms = 60000,
+	struct http_dl_limits lim = { .max_bytes = 1024LL * 1024, .total_ms = 60000,
 	    .stall_sec = 30 };
 
 	log_info("build %s: " INIT_SCRIPT " missing; downloading it", b->key);

@@ -104,9 +104,9 @@ static const struct {
 	long long	 max_bytes;
 	long		 max_sec;
 } dl_caps[IT_MAX] = {
-	[IT_AGENT] = { 256LL << 20, 10 * 60 },
-	[IT_WORKER] = { 512LL << 20, 20 * 60 },
-	[IT_JDK] = { 1LL << 30, 30 * 60 },
+	[IT_AGENT] = { 256LL << 20, 10L * 60 },
+	[IT_WORKER] = { 512LL << 20, 20L * 60 },
+	[IT_JDK] = { 1LL << 30, 30L * 60 },
 	[IT_DOCKER] = { 1LL << 20, 60 },
 };
 

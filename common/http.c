@@ -481,7 +481,7 @@ redirect_refuse(struct http_req *r)
 	curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_URL, &loc);
 	curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
 	for (i = 0; loc != NULL && loc[i] != '\0' && i < sizeof(shown) - 1; i++)
-		shown[i] = loc[i] > 0x20 && loc[i] < 0x7f ? loc[i] : '?';
+		shown[i] = (char)(loc[i] > 0x20 && loc[i] < 0x7f ? loc[i] : '?');
 	shown[i] = '\0';
 	r->res.ok = 0;
 	r->res.redirected = 1;
