@@ -1880,6 +1880,23 @@ sweep_run(void *arg)
 	free(filter);
 }
 
+/*
+ * The agent exits: kill the runtime commands that belong to no build (the
+ * engine probe, the sweep), whose deadlines nobody would enforce; a build's
+ * commands go on and the next agent re-adopts the build (docker.h).
+ */
+void
+docker_stop(void)
+{
+	struct step *s;
+
+	for (s = D.steps; s != NULL; s = s->next)
+		if (s->b == NULL && s->pid > 0) {
+			(void)kill(-s->pid, SIGKILL);
+			(void)kill(s->pid, SIGKILL);
+		}
+}
+
 /* Start the probe and the sweep (docker.h). */
 void
 docker_start(void)

@@ -84,6 +84,12 @@ void docker_build_free(struct build *b);
  * not running in the table are removed; others are never touched.
  */
 void docker_start(void);
+/**
+ * The agent exits: SIGKILL the runtime commands of no build (engine probe,
+ * sweep), so none outlives the deadline the agent enforced; the commands of
+ * running container builds go on (the next agent re-adopts them).
+ */
+void docker_stop(void);
 
 /** 1 when the last engine probe succeeded (container builds may be claimed). */
 int docker_engine_up(void);

@@ -23,6 +23,7 @@
 #include "lock.h"
 #include "log.h"
 #include "ops.h"
+#include "probe.h"
 #include "proc.h"
 #include "queue.h"	/* Redis task queue */
 #include "util.h"
@@ -205,6 +206,9 @@ main(int argc, char *argv[])
 	/* Cron task source: stop its jobs, flush its log. */
 	cron_stop(3000);
 	outbox_flush(3000);
+	/* No probe outlives the agent that enforced its deadline. */
+	probe_kill_all();
+	docker_stop();
 	prom_stop();
 	ops_write_now();
 	log_info("devopsAgent exiting with %d (%d build(s) left to the journal)",

@@ -29,9 +29,11 @@ struct probe {
 	probe_fn	 fn;
 	void		*arg;
 	char		*name;		/* argv[0], for the log */
+	struct probe	*next;
 };
 
 static int running;
+static struct probe *probes;	/* in flight, for probe_kill_all */
 
 /* Close the output pipe (EOF, error or abandoned). */
 static void
@@ -53,6 +55,11 @@ probe_maybe_done(struct probe *p)
 	if (!p->reaped || p->fd != -1)
 		return;
 	timer_cancel(&p->deadline);
+	for (struct probe **pp = &probes; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
 	p->buf[p->len] = '\0';
 	r.ok = !p->timed_out;
 	r.status = p->status;
@@ -158,6 +165,8 @@ probe_run(char *const argv[], const char *cwd, int64_t timeout_ms,
 	p->arg = arg;
 	p->name = xstrdup(argv[0]);
 	running++;
+	p->next = probes;
+	probes = p;
 	if (ev_fd_add(p->fd, POLLIN, probe_read, p) == -1) {
 		log_warnx("probe %s: cannot watch its output; abandoned", argv[0]);
 		close(p->fd);
@@ -167,6 +176,19 @@ probe_run(char *const argv[], const char *cwd, int64_t timeout_ms,
 	timer_init(&p->deadline, "probe-deadline", probe_overrun, p);
 	timer_set(&p->deadline, timeout_ms);
 	return 0;
+}
+
+/* The process exits: kill every probe's group (probe.h). */
+void
+probe_kill_all(void)
+{
+	struct probe *p;
+
+	for (p = probes; p != NULL; p = p->next)
+		if (!p->reaped) {
+			(void)kill(-p->pid, SIGKILL);
+			(void)kill(p->pid, SIGKILL);
+		}
 }
 
 /* Probes in flight. */

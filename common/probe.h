@@ -37,6 +37,13 @@ typedef void (*probe_fn)(const struct probe_result *r, void *arg);
 int probe_run(char *const argv[], const char *cwd, int64_t timeout_ms,
     size_t max_out, probe_fn fn, void *arg);
 
+/**
+ * The process is about to exit: SIGKILL the process group of every probe
+ * still running, so that none outlives the agent that would have enforced
+ * its deadline. Callbacks do not run any more.
+ */
+void probe_kill_all(void);
+
 /** Probes still running (their callbacks are pending). */
 int probe_running(void);
 
