@@ -32,8 +32,13 @@ def version():
 @pytest.fixture(scope="module")
 def tarball(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run(["make", "-s", "dist", f"DIST={out}", f"BIN={BIN_DIR}"],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    # A make of its own, not a sub-make of the one running the suite (which
+    # would print "Entering/Leaving directory" lines around its output).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    r = subprocess.run(["make", "-s", "--no-print-directory", "dist", f"DIST={out}",
+                        f"BIN={BIN_DIR}"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     path = r.stdout.strip().splitlines()[-1]
     assert path.endswith(f"-{version()}-linux-" + {"x86_64": "amd64", "aarch64": "arm64"}.get(
