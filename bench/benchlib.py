@@ -49,3 +49,64 @@ def stop_agent(p: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(5)
+
+
+# ------------------------------------------------------------ figures
+# Every bench prints one line per figure and records it for bench/report.py,
+# which writes the table of docs/benchmarks.md and its plots. A record is one
+# JSON object per line in <results>/<bench>.jsonl; a series (for a plot) is
+# <results>/<bench>.<key>.json. <results> is $BENCH_RESULTS, else build/bench.
+
+import json as _json
+import time as _time
+from pathlib import Path as _Path
+
+_REPO = _Path(__file__).resolve().parents[1]
+
+
+def results_dir() -> _Path:
+    """Where figures go: $BENCH_RESULTS or <repo>/build/bench (created)."""
+    d = _Path(os.environ.get("BENCH_RESULTS") or _REPO / "build" / "bench")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def reset(bench: str) -> None:
+    """Forget the figures an earlier run of bench recorded (call once at start)."""
+    for p in results_dir().glob(f"{bench}.*"):
+        p.unlink()
+    (results_dir() / f"{bench}.jsonl").unlink(missing_ok=True)
+
+
+def figure(bench: str, key: str, label: str, value, unit: str, *,
+           anchor: str = "", goal: str = "", met=None, note: str = "") -> None:
+    """Print one figure line and record it.
+
+    bench: the script's short name (e.g. "memory"); key: a stable id unique
+    within bench (e.g. "agent.uss.idle"); label: what a reader sees in the
+    table; value: a number (or text) in unit; anchor: GoAgent's figure as
+    text ("13.8 MB"), "" when none; goal: our goal as text ("< 1.4 MB");
+    met: True/False when the goal is numeric and was checked, None else;
+    note: one short sentence (the baseline of a ratio, the conditions).
+    A figure never fails the bench: machines are noisy."""
+    if isinstance(value, float):
+        shown = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    else:
+        shown = str(value)
+    verdict = {True: "goal met", False: "goal MISSED", None: ""}[met]
+    extra = "; ".join(x for x in (f"GoAgent {anchor}" if anchor else "",
+                                  f"goal {goal}" if goal else "", verdict) if x)
+    print(f"{bench}: {label}: {shown} {unit}" + (f"  [{extra}]" if extra else ""),
+          flush=True)
+    rec = {"bench": bench, "key": key, "label": label, "value": value,
+           "unit": unit, "anchor": anchor, "goal": goal, "met": met,
+           "note": note, "time": int(_time.time())}
+    with open(results_dir() / f"{bench}.jsonl", "a") as f:
+        f.write(_json.dumps(rec) + "\n")
+
+
+def series(bench: str, key: str, data: dict) -> None:
+    """Record a series for a plot: data is a JSON-able dict, e.g.
+    {"x": [...], "y": [...], "xlabel": "s", "ylabel": "requests/s"}."""
+    with open(results_dir() / f"{bench}.{key}.json", "w") as f:
+        _json.dump(data, f)
