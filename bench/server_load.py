@@ -11,8 +11,9 @@ minutes is counted per endpoint.
 
 Anchor: GoAgent HEAD sends 13 asks plus its metrics per idle minute (one ask
 every 5 s plus the request time). Goal: at most 13 asks a minute in ask
-mode, and in legacy mode no more than this agent sent before ask existed
-(heartbeat 6, status 12, upgradeNew 3, pipelines 2 a minute).
+mode, and in legacy mode no more than GoAgent's legacy loops send (a status
+check and a build pull every 5 s, a heartbeat every 10 s, an upgrade check
+every 20 s, a pipeline poll every 30 s: 35 a minute plus metrics).
 
 Prints one line per figure; never fails on a number.
 
@@ -31,9 +32,11 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
+import benchlib  # noqa: E402
 from benchlib import start_agent, stop_agent  # noqa: E402
 
 GOAGENT_ASKS_PER_MIN = 13
+BENCH = "server_load"
 
 
 def endpoint(path: str) -> str:
@@ -52,6 +55,7 @@ def main() -> int:
     if not os.path.exists(os.path.join(REPO, "bin", "devopsAgent")):
         print("server_load: build bin/devopsAgent first (make)", file=sys.stderr)
         return 1
+    benchlib.reset(BENCH)
     runs = {}
     with tempfile.TemporaryDirectory(prefix="server-load-") as root:
         for mode in ("ask", "legacy"):
@@ -73,14 +77,23 @@ def main() -> int:
                 reqs = ci.requests()[marks[mode]:]
                 per = collections.Counter(endpoint(r["path"]) for r in reqs)
                 total = len(reqs) / args.minutes
-                print(f"{mode}: {total:.1f} requests per idle minute")
-                for name, n in sorted(per.items()):
-                    print(f"{mode}:   {name}: {n / args.minutes:.1f}/min")
+                parts = ", ".join(f"{name} {n / args.minutes:.1f}"
+                                  for name, n in sorted(per.items()))
                 if mode == "ask":
                     asks = per.get("ask", 0) / args.minutes
-                    print(f"ask: {asks:.1f} asks/min against GoAgent HEAD's "
-                          f"{GOAGENT_ASKS_PER_MIN} (ratio {asks / GOAGENT_ASKS_PER_MIN:.2f}; "
-                          f"goal <= 1.00)")
+                    benchlib.figure(BENCH, "ask.total", "requests per idle minute, ask mode",
+                                    round(total, 1), "req/min",
+                                    anchor="16 (13 ask, 2 metrics, 1 startup)",
+                                    note=f"per endpoint: {parts}")
+                    benchlib.figure(BENCH, "ask.asks", "asks per idle minute", round(asks, 1),
+                                    "req/min", anchor=str(GOAGENT_ASKS_PER_MIN), goal="<= 13",
+                                    met=asks <= GOAGENT_ASKS_PER_MIN)
+                else:
+                    benchlib.figure(BENCH, "legacy.total",
+                                    "requests per idle minute, legacy mode", round(total, 1),
+                                    "req/min", anchor="35 (status 12, build pull 12, heartbeat 6, upgrade 3, pipeline 2)",
+                                    goal="<= 35", met=total <= 35,
+                                    note=f"per endpoint: {parts}")
         finally:
             for ci, p in runs.values():
                 stop_agent(p)
