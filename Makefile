@@ -60,7 +60,7 @@ all: $(PROGS)
 # A fresh Debian machine needs nothing else: each target first installs the
 # Debian packages of its purpose that are missing (one dpkg-query when none
 # is). They are order-only prerequisites, so they never force a rebuild.
-DEPS = deps-build deps-test deps-analysis deps-fuzz
+DEPS = deps-build deps-test deps-analysis deps-fuzz deps-bench
 $(DEPS):
 	@scripts/dev/install-deps.sh $(@:deps-%=%)
 
@@ -185,15 +185,22 @@ $(TIDY_RUNS): tidy/%: | deps-analysis
 .PHONY: analyze tidy $(TIDY_RUNS)
 
 # Benchmarks print figures; they never fail on a number (machines are noisy).
-bench: all
+# Each records its figures in build/bench; bench/report.py makes the table
+# and plots of them (build/bench/report), `make bench-docs` puts them into
+# docs/benchmarks.md and docs/img.
+bench: all | deps-bench
 	$(PYTHON) bench/build_latency.py
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 	$(PYTHON) bench/collector_figures.py
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 	$(PYTHON) bench/docker_pickup.py	# container builds
+	$(PYTHON) bench/report.py
 
-.PHONY: bench
+bench-docs: | deps-bench
+	$(PYTHON) bench/report.py --docs
+
+.PHONY: bench bench-docs
 
 # ---------------------------------------------------------------- fuzzing
 # fuzz/fuzz_<name>.c: one libFuzzer target per parser of outside input

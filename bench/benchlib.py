@@ -64,6 +64,39 @@ from pathlib import Path as _Path
 _REPO = _Path(__file__).resolve().parents[1]
 
 
+def _commit() -> str:
+    """The short commit of the checkout, with "+" when it has changes."""
+    try:
+        c = subprocess.run(["git", "-C", str(_REPO), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+        d = subprocess.run(["git", "-C", str(_REPO), "status", "--porcelain",
+                            "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+        return (c + "+" if d else c) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """A short description of this machine: cores, CPU model, memory, kernel."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = " ".join(line.split(":", 1)[1].split())
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except OSError:
+        mem_kib = 0
+    return (f"{os.cpu_count()} cores {model}, {mem_kib / 1048576:.1f} GiB, "
+            f"Linux {os.uname().release}")
+
+
+_RUN = {}
+
+
 def results_dir() -> _Path:
     """Where figures go: $BENCH_RESULTS or <repo>/build/bench (created)."""
     d = _Path(os.environ.get("BENCH_RESULTS") or _REPO / "build" / "bench")
@@ -101,6 +134,9 @@ def figure(bench: str, key: str, label: str, value, unit: str, *,
     rec = {"bench": bench, "key": key, "label": label, "value": value,
            "unit": unit, "anchor": anchor, "goal": goal, "met": met,
            "note": note, "time": int(_time.time())}
+    if not _RUN:
+        _RUN.update(commit=_commit(), machine=machine())
+    rec.update(_RUN)
     with open(results_dir() / f"{bench}.jsonl", "a") as f:
         f.write(_json.dumps(rec) + "\n")
 

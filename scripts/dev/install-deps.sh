@@ -7,6 +7,8 @@
 #            analysis  build + cppcheck and clang-tidy (`make analyze`)
 #            fuzz      build + clang and its sanitizer/libFuzzer runtimes
 #                      (`make fuzz`, `make fuzz-smoke`)
+#            bench     test + matplotlib for the plots of docs/benchmarks.md
+#                      (`make bench`)
 #            all       every purpose (the default)
 #   --check  only report what is missing; exit 1 if anything is.
 #
@@ -36,16 +38,17 @@ pkgs_test="$pkgs_test prometheus"
 pkgs_test="$pkgs_test docker.io docker-registry apache2-utils tar podman"
 pkgs_analysis="cppcheck clang-tidy clang"
 pkgs_fuzz="clang libclang-rt-14-dev"
+pkgs_bench="python3-matplotlib"
 
 check=0
 purposes=""
 for arg in "$@"; do
 	case $arg in
 	--check) check=1 ;;
-	build | test | analysis | fuzz) purposes="$purposes $arg" ;;
-	all) purposes="$purposes test analysis fuzz" ;;
+	build | test | analysis | fuzz | bench) purposes="$purposes $arg" ;;
+	all) purposes="$purposes test analysis fuzz bench" ;;
 	*)
-		echo "install-deps: unknown purpose '$arg' (build, test, analysis, fuzz, all)" >&2
+		echo "install-deps: unknown purpose '$arg' (build, test, analysis, fuzz, bench, all)" >&2
 		exit 2
 		;;
 	esac
@@ -58,6 +61,7 @@ for p in $purposes; do
 	test) pkgs="$pkgs $pkgs_test" ;;
 	analysis) pkgs="$pkgs $pkgs_analysis" ;;
 	fuzz) pkgs="$pkgs $pkgs_fuzz" ;;
+	bench) pkgs="$pkgs $pkgs_test $pkgs_bench" ;;
 	esac
 done
 

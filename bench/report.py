@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""bench/report.py - the table and plots of docs/benchmarks.md from bench runs.
+
+Every bench records its figures with bench/benchlib.py (one JSON object per
+line in <results>/<bench>.jsonl, series for plots in
+<results>/<bench>.<key>.json; <results> is $BENCH_RESULTS or build/bench).
+This script reads them all and writes:
+
+  <out>/table.md       the figure table (Markdown), machines listed below it
+  <out>/<plot>.png     one PNG per known series (matplotlib, when installed)
+
+<out> is build/bench/report, or, with --docs, the table replaces what lies
+between the markers "<!-- figures:begin -->" and "<!-- figures:end -->" in
+docs/benchmarks.md and the plots go to docs/img/. Nothing is measured here.
+
+Usage: bench/report.py [--docs]
+Exit 1 when no figure was recorded, or docs/benchmarks.md lacks the markers.
+"""
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import benchlib  # noqa: E402
+
+# Table order: the issue's figure order; benches not listed come last.
+ORDER = ["memory", "idle_cost", "server_load", "restart_latency", "pickup",
+         "scale", "throughput", "fleet"]
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+
+
+def load(results: Path):
+    """All figure records, the last one per (bench, key), in table order."""
+    recs = {}
+    for p in sorted(results.glob("*.jsonl")):
+        for line in p.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                print(f"report: {p.name}: skipping a line that is not JSON",
+                      file=sys.stderr)
+                continue
+            recs[(r["bench"], r["key"])] = r
+    rank = {b: i for i, b in enumerate(ORDER)}
+    return sorted(recs.values(), key=lambda r: (rank.get(r["bench"], len(ORDER)),
+                                                r["bench"], r["time"]))
+
+
+def shown(v) -> str:
+    """A value as the table shows it: 3 significant digits, no exponent."""
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def cell(text: str) -> str:
+    """Text made safe for a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(recs) -> str:
+    """The Markdown table, then the machines it was measured on."""
+    machines = []
+    rows = ["| Figure | Ours | GoAgent | Goal | Verdict | Machine | Date | Commit |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        m = r.get("machine", "unknown")
+        if m not in machines:
+            machines.append(m)
+        verdict = {True: "met", False: "**missed**", None: ""}[r.get("met")]
+        date = datetime.datetime.fromtimestamp(r["time"], datetime.timezone.utc)
+        label = r["label"] + (f" ({r['note']})" if r.get("note") else "")
+        rows.append("| " + " | ".join(cell(x) for x in (
+            f"{r['bench']}: {label}", f"{shown(r['value'])} {r['unit']}",
+            r.get("anchor") or "-", r.get("goal") or "-", verdict,
+            f"m{machines.index(m) + 1}", date.strftime("%Y-%m-%d"),
+            r.get("commit", "unknown"))) + " |")
+    rows.append("")
+    for i, m in enumerate(machines):
+        rows.append(f"- m{i + 1}: {m}")
+    return "\n".join(rows) + "\n"
+
+
+def plots(results: Path, out: Path) -> list:
+    """Draw every recorded series; returns the PNG paths written.
+
+    A series is a dict with "title", "xlabel", "ylabel" and "lines": a list
+    of {"label", "x", "y"}; or "samples": {label: [values]}, drawn as the
+    sorted values (a quantile plot), which suits latencies."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: no matplotlib (Debian: python3-matplotlib); no plots drawn",
+              file=sys.stderr)
+        return []
+    written = []
+    for p in sorted(results.glob("*.*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except ValueError:
+            print(f"report: {p.name} is not JSON; skipped", file=sys.stderr)
+            continue
+        fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+        for line in data.get("lines", []):
+            ax.plot(line["x"], line["y"], label=line.get("label", ""))
+        for label, values in data.get("samples", {}).items():
+            s = sorted(values)
+            n = len(s)
+            ax.plot([100.0 * (i + 0.5) / n for i in range(n)], s, marker=".",
+                    label=label)
+        for x, label in data.get("marks", []):
+            ax.axvline(x, color="grey", linestyle=":")
+            ax.annotate(label, (x, 0.97), xycoords=("data", "axes fraction"),
+                        fontsize=8, ha="left", va="top")
+        ax.set_title(data.get("title", p.stem))
+        ax.set_xlabel(data.get("xlabel", "percentile" if "samples" in data else ""))
+        ax.set_ylabel(data.get("ylabel", ""))
+        if data.get("logy"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        dest = out / (p.stem.replace(".", "-") + ".png")
+        fig.savefig(dest, metadata={"Software": None})
+        plt.close(fig)
+        written.append(dest)
+    return written
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", action="store_true",
+                    help="update docs/benchmarks.md and docs/img/ in place")
+    args = ap.parse_args()
+    results = benchlib.results_dir()
+    recs = load(results)
+    if not recs:
+        print(f"report: no figures in {results}; run `make bench` first",
+              file=sys.stderr)
+        return 1
+    text = table(recs)
+    if args.docs:
+        doc = REPO / "docs" / "benchmarks.md"
+        old = doc.read_text()
+        if BEGIN not in old or END not in old:
+            print(f"report: {doc} lacks the {BEGIN} / {END} markers", file=sys.stderr)
+            return 1
+        head, rest = old.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        doc.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+        out = REPO / "docs" / "img"
+    else:
+        out = results / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(text)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = plots(results, out)
+    print(text)
+    for p in pngs:
+        print(f"report: wrote {p.relative_to(REPO) if p.is_relative_to(REPO) else p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
