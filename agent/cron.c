@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,9 +43,7 @@
 #include "executor.h"
 #include "fsutil.h"
 #include "http.h"
-#include "json.h"
 #include "log.h"
-#include "proc.h"
 #include "util.h"
 
 #define TAG			"cron"
@@ -266,8 +263,8 @@ struct run {
 	int		 killed;	/* by request */
 	int		 lock_lost;
 	int		 busy;		/* an etcd call of this run is in flight */
+	const char	*kill_why;	/* static text, set by run_kill */
 	struct timer	 keep_timer;
-	struct timer	 kill_timer;
 	struct run	*next;
 };
 
@@ -560,7 +557,6 @@ run_free(struct run *r)
 			break;
 		}
 	timer_cancel(&r->keep_timer);
-	timer_cancel(&r->kill_timer);
 	if (r->lease != 0 && etcd_lease_revoke(r->lease, ignore_reply, NULL) == -1)
 		log_debug("cron %s: revoke not sent; the lease expires", r->name);
 	free(r->name);
@@ -583,43 +579,7 @@ run_alive(struct run *r)
 	return 0;
 }
 
-/* Signal the process group of a running task, checked by pid and start time. */
-static int
-task_signal(const char *id, int sig)
-{
-	char *path = xasprintf("%s/%s/result.json", exec_workspace(C.ex), id);
-	char *text = NULL;
-	size_t len;
-	long long pid = 0, pstart = 0;
-	cJSON *j;
-	int rc = -1;
-
-	if (fs_read_file(path, (size_t)1024 * 1024, &text, &len) == 0 &&
-	    (j = cJSON_ParseWithLength(text, len)) != NULL) {
-		(void)json_get_ll(j, "pid", &pid, NULL);
-		(void)json_get_ll(j, "procStart", &pstart, NULL);
-		cJSON_Delete(j);
-	}
-	free(text);
-	free(path);
-	if (pid > 1 && proc_same((pid_t)pid, (unsigned long long)pstart)) {
-		if (kill(-(pid_t)pid, sig) == 0 || kill((pid_t)pid, sig) == 0)
-			rc = 0;
-	}
-	return rc;
-}
-
-/* Grace over: SIGKILL what is left of a killed task. */
-static void
-kill_fn(void *arg)
-{
-	struct run *r = arg;
-
-	if (r->state == R_RUN && exec_is_running(C.ex, r->id))
-		(void)task_signal(r->id, SIGKILL);
-}
-
-/* Kill a run: SIGTERM to its group, SIGKILL after the grace. */
+/* Kill a run (exec_kill: SIGTERM to its group, SIGKILL after the grace). */
 static void
 run_kill(struct run *r, const char *why)
 {
@@ -627,9 +587,9 @@ run_kill(struct run *r, const char *why)
 		return;
 	log_info("cron %s: killing the run of %" PRId64 " (%s)", r->name,
 	    r->plan_ms, why);
-	if (task_signal(r->id, SIGTERM) == -1)
+	r->kill_why = why;
+	if (exec_kill(C.ex, r->id) == 0)
 		log_warnx("cron %s: no process to kill", r->name);
-	timer_set(&r->kill_timer, KILL_GRACE_MS);
 }
 
 /* Keep-alive answer: note success; a gone lease ends the run. */
@@ -688,10 +648,12 @@ task_done(struct exec_result *res, void *arg)
 			r = x;
 	error = res->error != NULL ? res->error : "";
 	if (r != NULL && r->killed) {
-		snprintf(ebuf, sizeof(ebuf), "killed on request (%s)", error);
+		snprintf(ebuf, sizeof(ebuf), "killed on request (%s)",
+		    r->kill_why != NULL ? r->kill_why : error);
 		error = ebuf;
 	} else if (r != NULL && r->lock_lost) {
-		snprintf(ebuf, sizeof(ebuf), "killed: lock lost (%s)", error);
+		snprintf(ebuf, sizeof(ebuf), "killed: lock lost (%s)",
+		    r->kill_why != NULL ? r->kill_why : error);
 		error = ebuf;
 	}
 	log_info("cron %s: %s%s%s", res->id, exec_status_name(res->status),
@@ -967,7 +929,6 @@ job_fire(struct job *j, int64_t plan, int64_t now)
 	r->start_ms = now;
 	snprintf(r->id, sizeof(r->id), "cron-%s-%" PRId64, r->name, plan);
 	timer_init(&r->keep_timer, "cron keep-alive", keep_fn, r);
-	timer_init(&r->kill_timer, "cron kill", kill_fn, r);
 	r->next = C.runs;
 	C.runs = r;
 	if (j->fired_ok)
