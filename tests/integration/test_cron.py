@@ -210,7 +210,7 @@ def test_kill_by_killer_key(etcd, agents):
     etcd.ctl("put", "/cron/killer/long", "")
     assert wait_until(lambda: runs_of(agent, "long"), timeout=15), agent.read_log()[-3000:]
     rec = runs_of(agent, "long")[0]
-    assert rec["err"].startswith("killed on request")
+    assert rec["err"] == "killed on request (killer key)"
     assert "started" in rec["output"]
     assert rec["endTime"] - rec["startTime"] < 30000
     # the lock was released at the end of the run
@@ -508,3 +508,27 @@ def test_redis_down_jsonl_keeps_every_record_and_the_stream_catches_up(etcd, age
                                                                 agent.read_log()[-3000:])
     assert len(want) >= down + 3
     assert agent.running
+
+
+def test_silent_redis_never_blocks_the_job_log_or_the_bk_ci_loops(etcd, agents, fakeci):
+    """A Redis address that accepts connections and never answers: the XADD
+    batch is given up after 5 s and the connection dropped, while the JSONL
+    file and the server poll go on."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)                                  # accepted by the kernel, never read
+    try:
+        (agent,) = agents(1, devops_queue_redis=f"redis://127.0.0.1:{silent.getsockname()[1]}",
+                          devops_cron_log_commit_ms="200")
+        wait_on(agent, r"cron log: redis stream devops:cron:log .*: connected")
+        etcd.put_job("q", "true", "* * * * * * *")
+        assert wait_until(lambda: runs_of(agent, "q"), timeout=15)
+        before = fakeci.count("requests", "/ask")
+        wait_on(agent, r"cron log: redis stream devops:cron:log on 127\.0\.0\.1:\d+: no answer "
+                r"within 5000 ms; \d+ record\(s\) wait", timeout=20)
+        assert fakeci.wait_for("requests", before + 3, timeout=20, path_contains="/ask")
+        n = len(runs_of(agent, "q"))
+        assert wait_until(lambda: len(runs_of(agent, "q")) >= n + 2, timeout=10)
+        assert agent.running
+    finally:
+        silent.close()
