@@ -401,15 +401,6 @@ state_load(void)
 
 /* ------------------------------------------------------------ job log */
 
-/* Forget record i of the batch (it is freed). */
-static void
-batch_remove(size_t i)
-{
-	free(C.batch[i].text);
-	memmove(C.batch + i, C.batch + i + 1, (C.nbatch - i - 1) * sizeof(*C.batch));
-	C.nbatch--;
-}
-
 /*
  * Write the batch to every sink: each sink gets the records it does not
  * have yet; a record every sink has leaves the batch and its task is
@@ -448,18 +439,19 @@ log_commit(void *arg)
 			C.batch[i].done |= bit;
 	}
 	free(texts);
-	for (i = 0; i < C.nbatch; ) {
+	for (i = 0, k = 0; i < C.nbatch; i++) {
 		if (C.batch[i].done != all) {
-			i++;
+			C.batch[k++] = C.batch[i];
 			continue;
 		}
 		if (C.batch[i].id[0] != '\0' && C.ex != NULL &&
 		    exec_mark_reported(C.ex, C.batch[i].id) == -1)
 			log_warn("cron %s: cannot mark the result logged",
 			    C.batch[i].id);
-		batch_remove(i);
+		free(C.batch[i].text);
 		done++;
 	}
+	C.nbatch = k;
 	if (done > 0)
 		log_info("cron log: wrote %zu record(s)", done);
 	if (C.nbatch > LOG_KEEP_MAX) {
@@ -1520,7 +1512,7 @@ cron_stop(int64_t budget_ms)
 		log_warnx("cron log: %zu record(s) not written at exit (logged "
 		    "again at the next start)", C.nbatch);
 	while (C.nbatch > 0)
-		batch_remove(C.nbatch - 1);
+		free(C.batch[--C.nbatch].text);
 	free(C.batch);
 	C.batch = NULL;
 	while ((j = C.jobs) != NULL) {
