@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,20 +37,20 @@
 
 #include "agent.h"
 #include "cron.h"
+#include "cron_redis.h"
 #include "etcd.h"
 #include "ev.h"
 #include "executor.h"
 #include "fsutil.h"
 #include "http.h"
-#include "json.h"
 #include "log.h"
-#include "proc.h"
 #include "util.h"
 
 #define TAG			"cron"
 #define STATE_FILE		"cron-state.json"
 #define LOG_FILE		"logs/cron-jobs.jsonl"
 #define LOG_KEEP		3
+#define LOG_KEEP_MAX		((size_t)1000)	/* records kept for a failing sink */
 #define BACKOFF_MIN_MS		INT64_C(500)
 #define BACKOFF_MAX_MS		INT64_C(30000)
 #define WATCH_MAX_MS		(INT64_C(5) * 60 * 1000)	/* re-list at least this often */
@@ -264,15 +263,20 @@ struct run {
 	int		 killed;	/* by request */
 	int		 lock_lost;
 	int		 busy;		/* an etcd call of this run is in flight */
+	const char	*kill_why;	/* static text, set by run_kill */
 	struct timer	 keep_timer;
-	struct timer	 kill_timer;
 	struct run	*next;
 };
 
-/* One log record waiting in the batch; its task is marked reported after. */
+/*
+ * One log record waiting in the batch; its task is marked reported once
+ * every sink has it. done has bit s set when sink s took it, so that a
+ * sink that failed is retried alone and the others never get it twice.
+ */
 struct rec {
 	char		*text;
 	char		 id[EXEC_ID_MAX + 1];
+	unsigned	 done;
 };
 
 static struct {
@@ -397,43 +401,72 @@ state_load(void)
 
 /* ------------------------------------------------------------ job log */
 
-/* Write the batch to every sink; mark the tasks reported on success. */
+/*
+ * Write the batch to every sink: each sink gets the records it does not
+ * have yet; a record every sink has leaves the batch and its task is
+ * marked reported. A sink that failed is retried at the next commit; the
+ * batch then keeps at most LOG_KEEP_MAX records (the oldest go, with a log
+ * line; their results stay unreported on disk and are logged again by the
+ * next start).
+ */
 static void
 log_commit(void *arg)
 {
 	char **texts, err[512];
-	size_t i;
-	int s, ok = 1;
+	size_t i, k, done = 0;
+	unsigned all = (1U << C.nsinks) - 1U;
+	int s;
 
 	(void)arg;
 	timer_cancel(&C.commit_timer);
 	if (C.nbatch == 0)
 		return;
 	texts = xcalloc(C.nbatch, sizeof(*texts));
-	for (i = 0; i < C.nbatch; i++)
-		texts[i] = C.batch[i].text;
-	for (s = 0; s < C.nsinks; s++)
-		if (C.sinks[s]->write(C.sinks[s], texts, C.nbatch, err,
-		    sizeof(err)) == -1) {
+	for (s = 0; s < C.nsinks; s++) {
+		unsigned bit = 1U << s;
+
+		for (i = 0, k = 0; i < C.nbatch; i++)
+			if ((C.batch[i].done & bit) == 0)
+				texts[k++] = C.batch[i].text;
+		if (k == 0)
+			continue;
+		if (C.sinks[s]->write(C.sinks[s], texts, k, err, sizeof(err)) == -1) {
 			log_warnx("cron log: sink %s: %s; %zu record(s) kept for "
-			    "a retry", C.sinks[s]->name, err, C.nbatch);
-			ok = 0;
+			    "a retry", C.sinks[s]->name, err, k);
+			continue;
 		}
-	free(texts);
-	if (!ok) {
-		if (!C.stopping)
-			timer_set(&C.commit_timer, A.cfg.cron_log_commit_ms);
-		return;
+		for (i = 0; i < C.nbatch; i++)
+			C.batch[i].done |= bit;
 	}
-	log_info("cron log: wrote %zu record(s)", C.nbatch);
-	for (i = 0; i < C.nbatch; i++) {
+	free(texts);
+	for (i = 0, k = 0; i < C.nbatch; i++) {
+		if (C.batch[i].done != all) {
+			C.batch[k++] = C.batch[i];
+			continue;
+		}
 		if (C.batch[i].id[0] != '\0' && C.ex != NULL &&
 		    exec_mark_reported(C.ex, C.batch[i].id) == -1)
 			log_warn("cron %s: cannot mark the result logged",
 			    C.batch[i].id);
 		free(C.batch[i].text);
+		done++;
 	}
-	C.nbatch = 0;
+	C.nbatch = k;
+	if (done > 0)
+		log_info("cron log: wrote %zu record(s)", done);
+	if (C.nbatch > LOG_KEEP_MAX) {
+		size_t drop = C.nbatch - LOG_KEEP_MAX;
+
+		for (i = 0; i < drop; i++)
+			free(C.batch[i].text);
+		memmove(C.batch, C.batch + drop, LOG_KEEP_MAX * sizeof(*C.batch));
+		C.nbatch = LOG_KEEP_MAX;
+		log_warnx("cron log: dropped the %zu oldest record(s) a sink could "
+		    "not take (more than %zu kept; their runs are logged again at "
+		    "the next start)", drop, LOG_KEEP_MAX);
+	}
+	if (C.nbatch > 0 && !C.stopping)
+		timer_set(&C.commit_timer, A.cfg.cron_log_commit_ms);
 }
 
 /* Add a record; commit at devops.cron.log.batch records or after commit.ms. */
@@ -452,6 +485,7 @@ log_append(cJSON *rec, const char *id)
 	C.batch[C.nbatch].text = text;
 	snprintf(C.batch[C.nbatch].id, sizeof(C.batch[C.nbatch].id), "%s",
 	    id ? id : "");
+	C.batch[C.nbatch].done = 0;
 	C.nbatch++;
 	if (C.nbatch >= (size_t)A.cfg.cron_log_batch)
 		log_commit(NULL);
@@ -515,7 +549,6 @@ run_free(struct run *r)
 			break;
 		}
 	timer_cancel(&r->keep_timer);
-	timer_cancel(&r->kill_timer);
 	if (r->lease != 0 && etcd_lease_revoke(r->lease, ignore_reply, NULL) == -1)
 		log_debug("cron %s: revoke not sent; the lease expires", r->name);
 	free(r->name);
@@ -538,43 +571,7 @@ run_alive(struct run *r)
 	return 0;
 }
 
-/* Signal the process group of a running task, checked by pid and start time. */
-static int
-task_signal(const char *id, int sig)
-{
-	char *path = xasprintf("%s/%s/result.json", exec_workspace(C.ex), id);
-	char *text = NULL;
-	size_t len;
-	long long pid = 0, pstart = 0;
-	cJSON *j;
-	int rc = -1;
-
-	if (fs_read_file(path, (size_t)1024 * 1024, &text, &len) == 0 &&
-	    (j = cJSON_ParseWithLength(text, len)) != NULL) {
-		(void)json_get_ll(j, "pid", &pid, NULL);
-		(void)json_get_ll(j, "procStart", &pstart, NULL);
-		cJSON_Delete(j);
-	}
-	free(text);
-	free(path);
-	if (pid > 1 && proc_same((pid_t)pid, (unsigned long long)pstart)) {
-		if (kill(-(pid_t)pid, sig) == 0 || kill((pid_t)pid, sig) == 0)
-			rc = 0;
-	}
-	return rc;
-}
-
-/* Grace over: SIGKILL what is left of a killed task. */
-static void
-kill_fn(void *arg)
-{
-	struct run *r = arg;
-
-	if (r->state == R_RUN && exec_is_running(C.ex, r->id))
-		(void)task_signal(r->id, SIGKILL);
-}
-
-/* Kill a run: SIGTERM to its group, SIGKILL after the grace. */
+/* Kill a run (exec_kill: SIGTERM to its group, SIGKILL after the grace). */
 static void
 run_kill(struct run *r, const char *why)
 {
@@ -582,9 +579,9 @@ run_kill(struct run *r, const char *why)
 		return;
 	log_info("cron %s: killing the run of %" PRId64 " (%s)", r->name,
 	    r->plan_ms, why);
-	if (task_signal(r->id, SIGTERM) == -1)
+	r->kill_why = why;
+	if (exec_kill(C.ex, r->id) == 0)
 		log_warnx("cron %s: no process to kill", r->name);
-	timer_set(&r->kill_timer, KILL_GRACE_MS);
 }
 
 /* Keep-alive answer: note success; a gone lease ends the run. */
@@ -643,10 +640,12 @@ task_done(struct exec_result *res, void *arg)
 			r = x;
 	error = res->error != NULL ? res->error : "";
 	if (r != NULL && r->killed) {
-		snprintf(ebuf, sizeof(ebuf), "killed on request (%s)", error);
+		snprintf(ebuf, sizeof(ebuf), "killed on request (%s)",
+		    r->kill_why != NULL ? r->kill_why : error);
 		error = ebuf;
 	} else if (r != NULL && r->lock_lost) {
-		snprintf(ebuf, sizeof(ebuf), "killed: lock lost (%s)", error);
+		snprintf(ebuf, sizeof(ebuf), "killed: lock lost (%s)",
+		    r->kill_why != NULL ? r->kill_why : error);
 		error = ebuf;
 	}
 	log_info("cron %s: %s%s%s", res->id, exec_status_name(res->status),
@@ -922,7 +921,6 @@ job_fire(struct job *j, int64_t plan, int64_t now)
 	r->start_ms = now;
 	snprintf(r->id, sizeof(r->id), "cron-%s-%" PRId64, r->name, plan);
 	timer_init(&r->keep_timer, "cron keep-alive", keep_fn, r);
-	timer_init(&r->kill_timer, "cron kill", kill_fn, r);
 	r->next = C.runs;
 	C.runs = r;
 	if (j->fired_ok)
@@ -1383,13 +1381,40 @@ prune_fn(void *arg)
 	timer_set(&C.prune_timer, PRUNE_PERIOD_MS);
 }
 
+/*
+ * Add the Redis-stream sink when the queue source's Redis is configured;
+ * describe the active sinks in text (len bytes).
+ */
+static void
+sink_redis_add(char *text, size_t len)
+{
+	struct redis_url u;
+	char err[300];
+
+	snprintf(text, len, "jsonl " LOG_FILE);
+	if (A.cfg.queue_redis == NULL || str_blank(A.cfg.queue_redis))
+		return;
+	if (redis_url_parse(A.cfg.queue_redis, &u, err, sizeof(err)) == -1) {
+		log_warnx("cron log: no redis stream: devops.queue.redis: %s", err);
+		return;
+	}
+	log_add_secret(u.password);
+	C.sinks[C.nsinks++] = cron_sink_redis_new(&u, A.cfg.cron_log_stream,
+	    A.cfg.cron_log_stream_maxlen, CRON_STREAM_KEEP_MAX,
+	    CRON_STREAM_KEEP_BYTES);
+	snprintf(text, len, "jsonl " LOG_FILE " and redis stream %s on %s:%d "
+	    "db %d (about %lld entries kept)", A.cfg.cron_log_stream, u.host,
+	    u.port, u.db, A.cfg.cron_log_stream_maxlen);
+	redis_url_clear(&u);
+}
+
 /* Start the cron source (see cron.h). */
 void
 cron_start(void)
 {
 	struct exec_config ec;
 	struct etcd_config cc;
-	char err[512], *ws, *logpath;
+	char err[512], *ws, *logpath, sinks_text[600];
 	size_t pl;
 
 	if (A.cfg.cron_etcd == NULL || str_blank(A.cfg.cron_etcd)) {
@@ -1432,6 +1457,7 @@ cron_start(void)
 	C.sinks[C.nsinks++] = cron_sink_jsonl_new(logpath,
 	    A.cfg.cron_log_file_max, LOG_KEEP);
 	free(logpath);
+	sink_redis_add(sinks_text, sizeof(sinks_text));
 	timer_init(&C.list_timer, "cron list", list_start, NULL);
 	timer_init(&C.watch_timer, "cron watch", watch_start, NULL);
 	timer_init(&C.killer_timer, "cron killer", killer_timer_fn, NULL);
@@ -1441,9 +1467,9 @@ cron_start(void)
 	C.on = 1;
 	(void)exec_recover(C.ex, TAG, recovered, NULL);
 	timer_set(&C.prune_timer, PRUNE_PERIOD_MS);
-	log_info("cron: on: etcd %s, jobs under %s, lock TTL %d s, %s time",
-	    A.cfg.cron_etcd, C.jobs_prefix, A.cfg.cron_lock_ttl_sec,
-	    A.cfg.cron_utc ? "UTC" : "local");
+	log_info("cron: on: etcd %s, jobs under %s, lock TTL %d s, %s time; "
+	    "job log to %s", A.cfg.cron_etcd, C.jobs_prefix,
+	    A.cfg.cron_lock_ttl_sec, A.cfg.cron_utc ? "UTC" : "local", sinks_text);
 	list_start(NULL);
 	timer_set(&C.tick, 0);
 }
@@ -1482,6 +1508,11 @@ cron_stop(int64_t budget_ms)
 	for (s = 0; s < C.nsinks; s++)
 		C.sinks[s]->free(C.sinks[s]);
 	C.nsinks = 0;
+	if (C.nbatch > 0)
+		log_warnx("cron log: %zu record(s) not written at exit (logged "
+		    "again at the next start)", C.nbatch);
+	while (C.nbatch > 0)
+		free(C.batch[--C.nbatch].text);
 	free(C.batch);
 	C.batch = NULL;
 	while ((j = C.jobs) != NULL) {

@@ -51,7 +51,10 @@ void cron_job_free(struct cron_job *j);
 /**
  * A store of job log records: write n records (JSON texts, one object
  * each, borrowed) at once. Returns 0, or -1 with err (errlen bytes); the
- * batch is then kept and retried at the next commit.
+ * records are then kept (at most 1000, the oldest dropped) and retried at
+ * the next commit, for that sink only. A sink that delivers in the
+ * background (the Redis stream, cron_redis.h) takes copies into a bounded
+ * queue of its own, retries by itself and returns 0.
  */
 struct cron_sink {
 	const char	*name;

@@ -146,6 +146,11 @@ static const struct ckey keys[] = {
 	    F_POSITIVE | F_SAVE_SET, NULL },
 	{ "devops.cron.log.file.max.bytes", CT_LL, O(cron_log_file_max),
 	    "16777216", F_POSITIVE | F_SAVE_SET, NULL },
+	/* Cron job log to a Redis stream (agent/cron_sink_redis.c). */
+	{ "devops.cron.log.stream", CT_STR, O(cron_log_stream), "devops:cron:log",
+	    F_EMPTYDEF | F_SAVE_SET, NULL },
+	{ "devops.cron.log.stream.maxlen", CT_LL, O(cron_log_stream_maxlen),
+	    "100000", F_POSITIVE | F_SAVE_SET, NULL },
 	/* End of the cron task source. */
 	/* Operator side: local metrics, disk guard, job hooks. */
 	{ "devops.agent.metrics.listen", CT_STR, O(metrics_listen), "",
@@ -160,7 +165,7 @@ static const struct ckey keys[] = {
 	    F_POSITIVE | F_SAVE_SET, NULL },
 };
 #undef O
-#define NKEYS (29 + 8 + 12 + 5)	/* + queue, cron, operator side */
+#define NKEYS (29 + 8 + 14 + 5)	/* + queue, cron, operator side */
 _Static_assert(nitems(keys) == NKEYS, "NKEYS must match the key table");
 
 /* One physical line of the text. */

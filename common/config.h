@@ -116,6 +116,11 @@ struct config {
 	int	 cron_log_batch;	/* devops.cron.log.batch; default 100 */
 	long long cron_log_commit_ms;	/* devops.cron.log.commit.ms; default 1000 */
 	long long cron_log_file_max;	/* devops.cron.log.file.max.bytes; default 16 MiB */
+	/* Cron job log to a Redis stream (agent/cron_sink_redis.c). */
+	char	*cron_log_stream;	/* devops.cron.log.stream: stream key on the
+					   devops.queue.redis server; "" -> devops:cron:log */
+	long long cron_log_stream_maxlen; /* devops.cron.log.stream.maxlen: about
+					   this many entries kept; default 100000 */
 
 	/* Redis task queue (docs/queue.md); off while queue_redis is "". */
 	char	*queue_redis;		/* devops.queue.redis: redis://[:pw@]host:port/db;

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import (Agent, cleanup_install_dir, kill_leftovers, layout_install_dir,
                       missing_binaries, wait_until, write_properties)
+from redisq import RedisServer, redis_available
 
 ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
@@ -209,7 +210,7 @@ def test_kill_by_killer_key(etcd, agents):
     etcd.ctl("put", "/cron/killer/long", "")
     assert wait_until(lambda: runs_of(agent, "long"), timeout=15), agent.read_log()[-3000:]
     rec = runs_of(agent, "long")[0]
-    assert rec["err"].startswith("killed on request")
+    assert rec["err"] == "killed on request (killer key)"
     assert "started" in rec["output"]
     assert rec["endTime"] - rec["startTime"] < 30000
     # the lock was released at the end of the run
@@ -422,3 +423,112 @@ def test_list_in_pages_survives_huge_values(etcd, tmp_path, agents):
         wait_on(agent, rf"cron: job key /cron/jobs/huge{i} refused: value of \d+ bytes is larger")
     assert len(re.findall(r"cron quiet\d\d: added", agent.read_log())) == 20
     assert wait_until(lambda: runs_of(agent, "zz-good"), timeout=15)
+
+
+# ---------------------------------------------------------------- Redis stream sink
+
+STREAM = "devops:cron:log"
+FIELDS = ["jobName", "command", "err", "output", "planTime", "scheduleTime",
+          "startTime", "endTime"]
+
+
+@pytest.fixture
+def redis(tmp_path):
+    why = redis_available()
+    if why:
+        pytest.skip(f"LOUD: REDIS STREAM TESTS SKIPPED: {why}")
+    server = RedisServer(tmp_path / "redis", password="cron-stream-pw").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def stream_records(redis, key=STREAM) -> list[dict]:
+    """Every entry of the stream as a dict of its fields (decoded text)."""
+    c = redis.client()
+    try:
+        entries = c.call("XRANGE", key, "-", "+") or []
+    finally:
+        c.close()
+    out = []
+    for _id, flat in entries:
+        pairs = [x.decode() for x in flat]
+        out.append(dict(zip(pairs[0::2], pairs[1::2])))
+    return out
+
+
+def as_stream(rec: dict) -> dict:
+    """A JSONL record as the stream holds it: every member as text."""
+    return {k: v if isinstance(v, str) else str(int(v)) for k, v in rec.items()}
+
+
+def test_job_log_reaches_the_redis_stream(etcd, agents, redis):
+    (agent,) = agents(1, devops_queue_redis=redis.url, devops_cron_log_commit_ms="300")
+    wait_on(agent, r"cron: on: .*job log to jsonl logs/cron-jobs\.jsonl and redis stream "
+            r"devops:cron:log on 127\.0\.0\.1:\d+ db 0")
+    wait_on(agent, r"cron log: redis stream devops:cron:log on 127\.0\.0\.1:\d+ db 0: connected")
+    etcd.put_job("s", "echo out-$CRON_PLAN_TIME_MS; exit 3", "* * * * * * *")
+    assert wait_until(lambda: len(stream_records(redis)) >= 3, timeout=20), agent.read_log()[-3000:]
+    etcd.ctl("del", "/cron/jobs/s")
+    time.sleep(1.5)                                   # the last run ends and is committed
+    assert wait_until(lambda: len(stream_records(redis)) == len(runs_of(agent, "s")), timeout=10)
+    got = stream_records(redis)
+    for entry in got:
+        assert list(entry) == FIELDS                  # the note's fields, in its order
+        assert entry["err"] == "exit status 3"
+        assert entry["output"].strip() == f"out-{entry['planTime']}"
+    assert got == [as_stream(r) for r in runs_of(agent, "s")]
+    assert "cron-stream-pw" not in agent.read_log()
+
+
+def test_redis_down_jsonl_keeps_every_record_and_the_stream_catches_up(etcd, agents, redis):
+    (agent,) = agents(1, devops_queue_redis=redis.url, devops_cron_log_commit_ms="200")
+    wait_on(agent, r"cron log: redis stream devops:cron:log .*: connected")
+    etcd.put_job("d", "echo $CRON_PLAN_TIME_MS", "* * * * * * *")
+    assert wait_until(lambda: stream_records(redis), timeout=20), agent.read_log()[-3000:]
+    redis.stop()
+    wait_on(agent, r"cron log: redis stream devops:cron:log on 127\.0\.0\.1:\d+: .*; "
+            r"\d+ record\(s\) wait, connecting again in \d+ ms")
+    down = len(runs_of(agent, "d"))
+    # the JSONL file goes on while Redis is away
+    assert wait_until(lambda: len(runs_of(agent, "d")) >= down + 3, timeout=15)
+    redis.start()
+    wait_on(agent, r"cron log: redis stream devops:cron:log .*: connected again")
+    etcd.ctl("del", "/cron/jobs/d")
+    time.sleep(1.5)                                   # the last run ends and is committed
+    want = {(r["jobName"], r["planTime"]) for r in runs_of(agent, "d")}
+    plans = [r["planTime"] for r in runs_of(agent, "d")]
+    assert len(plans) == len(set(plans))              # the JSONL file has each run once
+
+    def in_stream():
+        return {(e["jobName"], int(e["planTime"])) for e in stream_records(redis)}
+
+    assert wait_until(lambda: in_stream() == want, timeout=15), (sorted(want - in_stream()),
+                                                                agent.read_log()[-3000:])
+    assert len(want) >= down + 3
+    assert agent.running
+
+
+def test_silent_redis_never_blocks_the_job_log_or_the_bk_ci_loops(etcd, agents, fakeci):
+    """A Redis address that accepts connections and never answers: the XADD
+    batch is given up after 5 s and the connection dropped, while the JSONL
+    file and the server poll go on."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)                                  # accepted by the kernel, never read
+    try:
+        (agent,) = agents(1, devops_queue_redis=f"redis://127.0.0.1:{silent.getsockname()[1]}",
+                          devops_cron_log_commit_ms="200")
+        wait_on(agent, r"cron log: redis stream devops:cron:log .*: connected")
+        etcd.put_job("q", "true", "* * * * * * *")
+        assert wait_until(lambda: runs_of(agent, "q"), timeout=15)
+        before = fakeci.count("requests", "/ask")
+        wait_on(agent, r"cron log: redis stream devops:cron:log on 127\.0\.0\.1:\d+: no answer "
+                r"within 5000 ms; \d+ record\(s\) wait", timeout=20)
+        assert fakeci.wait_for("requests", before + 3, timeout=20, path_contains="/ask")
+        n = len(runs_of(agent, "q"))
+        assert wait_until(lambda: len(runs_of(agent, "q")) >= n + 2, timeout=10)
+        assert agent.running
+    finally:
+        silent.close()

@@ -2,7 +2,9 @@
  * test_cron.c - common/cronexpr.c against next-fire tables of two oracles
  * (gorhill/cronexpr's own tests and python3-croniter, in UTC and in a
  * DST-free local zone: cronexpr_table.h, gen_cronexpr_table.py), the
- * parser's refusals, and agent/cron.c's job decoder and JSONL sink.
+ * parser's refusals, agent/cron.c's job decoder and JSONL sink, and the
+ * bounded queue of the Redis-stream sink (agent/cron_sink_redis.c) with no
+ * Redis at all.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +12,17 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "cron.h"
+#include "cron_redis.h"
 #include "cronexpr.h"
+#include "ev.h"
+#include "log.h"
 #include "t.h"
+#include "util.h"
 
 #include "cronexpr_table.h"
 
@@ -322,9 +331,112 @@ TEST(jsonl_sink)
 	free(p1);
 }
 
+/* The record queue keeps the newest within its caps, in order. */
+TEST(recq_bounded)
+{
+	struct cron_recq q;
+	char *out[4];
+	size_t i;
+
+	cron_recq_init(&q, 3, 0);
+	CHECK(cron_recq_push(&q, xstrdup("r1")) == 0);
+	CHECK(cron_recq_push(&q, xstrdup("r2")) == 0);
+	CHECK(cron_recq_push(&q, xstrdup("r3")) == 0);
+	CHECK(cron_recq_push(&q, xstrdup("r4")) == 1);	/* r1 goes */
+	CHECK(cron_recq_push(&q, xstrdup("r5")) == 1);	/* r2 goes */
+	CHECK(q.n == 3 && q.bytes == 6);
+	CHECK_STR(q.v[0], "r3");
+	CHECK_STR(q.v[2], "r5");
+	/* Taken for sending, then given back: the same order again. */
+	CHECK(cron_recq_take(&q, out, 2) == 2);
+	CHECK_STR(out[0], "r3");
+	CHECK_STR(out[1], "r4");
+	CHECK(q.n == 1 && q.bytes == 2);
+	CHECK(cron_recq_push(&q, xstrdup("r6")) == 0);
+	CHECK(cron_recq_unshift(&q, out, 2) == 1);	/* 4 > 3: r3 goes */
+	CHECK(q.n == 3);
+	CHECK_STR(q.v[0], "r4");
+	CHECK_STR(q.v[1], "r5");
+	CHECK_STR(q.v[2], "r6");
+	CHECK(cron_recq_take(&q, out, 4) == 3 && q.n == 0 && q.bytes == 0);
+	for (i = 0; i < 3; i++)
+		free(out[i]);
+	CHECK(cron_recq_take(&q, out, 4) == 0);
+	CHECK(cron_recq_unshift(&q, out, 0) == 0);
+	cron_recq_clear(&q);
+	CHECK(q.n == 0 && q.v == NULL);
+
+	/* The byte cap; one record larger than the cap still stays. */
+	cron_recq_init(&q, 0, 10);
+	CHECK(cron_recq_push(&q, xstrdup("aaaa")) == 0);
+	CHECK(cron_recq_push(&q, xstrdup("bbbb")) == 0);
+	CHECK(cron_recq_push(&q, xstrdup("cccc")) == 1);
+	CHECK(q.n == 2 && q.bytes == 8);
+	CHECK_STR(q.v[0], "bbbb");
+	CHECK(cron_recq_push(&q, xstrdup("0123456789abcdef")) == 2);
+	CHECK(q.n == 1 && q.bytes == 16);
+	/* Many records: the count cap holds at every step. */
+	cron_recq_clear(&q);
+	cron_recq_init(&q, 100, 0);
+	for (i = 0; i < 1000; i++) {
+		char buf[16];
+
+		snprintf(buf, sizeof(buf), "%zu", i);
+		(void)cron_recq_push(&q, xstrdup(buf));
+		CHECK(q.n <= 100);
+	}
+	CHECK_STR(q.v[0], "900");
+	CHECK_STR(q.v[99], "999");
+	cron_recq_clear(&q);
+}
+
+/*
+ * The stream sink with Redis away (a closed port): writes are taken
+ * (never -1), the queue stays within its caps, the reconnects go on, and
+ * free is clean.
+ */
+TEST(redis_sink_away)
+{
+	struct redis_url u;
+	struct cron_sink *s;
+	char err[200], *recs[3];
+	int64_t end;
+	int fd;
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+
+	/* A port nobody listens on: bind, read it, close. */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(fd != -1 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+	close(fd);
+	CHECK(ev_init() == 0);
+	memset(&u, 0, sizeof(u));
+	snprintf(u.host, sizeof(u.host), "127.0.0.1");
+	u.port = ntohs(sa.sin_port);
+	u.password = xstrdup("pw");
+	s = cron_sink_redis_new(&u, "t:stream", 100, 4, 0);
+	redis_url_clear(&u);
+	recs[0] = "{\"jobName\":\"a\",\"planTime\":1}";
+	recs[1] = "{\"jobName\":\"b\",\"planTime\":2}";
+	recs[2] = "not json";
+	CHECK(s->write(s, recs, 3, err, sizeof(err)) == 0);
+	CHECK(s->write(s, recs, 3, err, sizeof(err)) == 0);	/* 2 dropped */
+	/* Let a few connects fail (refused) on the loop. */
+	end = mono_ms() + 600;
+	while (mono_ms() < end)
+		ev_run_once(50);
+	CHECK(s->write(s, recs, 1, err, sizeof(err)) == 0);
+	s->free(s);
+}
+
 int
 main(void)
 {
+	log_set_level(LOG_ERROR);
 	RUN(oracle_table);
 	RUN(croniter_live);
 	RUN(forms);
@@ -332,5 +444,7 @@ main(void)
 	RUN(dst_zone);
 	RUN(job_parse);
 	RUN(jsonl_sink);
+	RUN(recq_bounded);
+	RUN(redis_sink_away);
 	return t_done();
 }
