@@ -12,7 +12,9 @@ output: one task writing --mb MiB of 100-byte lines to stdout
     (append-only file off, so Redis's fsyncs are not counted); the agent also
     turns the output into JSON log messages in Redis. Timed from the RPUSH to
     the task's done message in the log list.
-  The agent's peak RSS (VmHWM) before and after shows memory stays bounded.
+  The agent's peak RSS (VmHWM) before and after shows memory stays bounded;
+  its CPU time (and Redis's) per task shows where the time goes. `cat >file`
+  (storing the output, as output.log is) is printed as a second reference.
 download: the upgrade download of a --mb MiB devopsAgent file (random bytes)
   with its streamed MD5 check, from the fake server on 127.0.0.1, timed by
   the agent's own log line ("upgrade: downloaded ... (md5 ..., N ms)", curl's
@@ -24,7 +26,7 @@ Every side runs --runs times, interleaved; the medians are reported. A figure
 never fails the bench; a task whose output is short, a failed task or a wrong
 MD5 does.
 
-Usage: bench/throughput.py [--mb 200] [--runs 5] [--only output,download]
+Usage: bench/throughput.py [--mb 200] [--runs 5] [--only pipeline,queue,download]
 Short try: bench/throughput.py --mb 32 --runs 1
 The binaries come from bin/ (or $AGENT_BIN_DIR).
 """
