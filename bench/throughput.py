@@ -320,10 +320,18 @@ def run_download(root: Path, nbytes: int, runs: int) -> dict:
             ci.add_file("upgrade/devopsDaemon" + sfx, (install / "devopsDaemon").read_bytes())
             ci.set_upgrade(agentVersion="v9.9.9")
             log = install / "logs" / "devopsAgent.log"
+            finished = len(ci.upgrade_finishes)
             p = start(install)
             try:
                 m = wait_for(lambda: log.exists() and pat.search(
                     log.read_text(errors="replace")), 600, "the agent's upgrade download")
+                # The random "agent" is refused; let the attempt's last call
+                # (FinishUpgrade) end before the stop, so no request is cut.
+                try:
+                    wait_for(lambda: len(ci.upgrade_finishes) > finished, 30, "FinishUpgrade")
+                    time.sleep(0.2)
+                except BenchError:
+                    pass
             finally:
                 benchlib.stop_agent(p)
                 ci.set_upgrade()
