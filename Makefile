@@ -195,6 +195,7 @@ bench: all | deps-bench
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 	$(PYTHON) bench/docker_pickup.py	# container builds
+	$(PYTHON) bench/throughput.py	# throughput: task output vs cat, upgrade download vs curl+md5sum
 	$(PYTHON) bench/report.py
 
 bench-docs: | deps-bench

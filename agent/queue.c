@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,26 @@ queue_control_decode(const char *msg, size_t len, char **id, char *err,
 
 /* ------------------------------------------------------------ sending */
 
+/* Bytes at the start of s[0..n) that are ASCII other than NUL (the common
+   case of build output), looked at eight at a time. */
+static size_t
+ascii_run(const unsigned char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, s + i, 8);
+		if ((w & high) != 0 || ((w - ones) & ~w & high) != 0)
+			break;	/* a byte >= 0x80 or a NUL in these eight */
+	}
+	while (i < n && s[i] != 0 && s[i] < 0x80)
+		i++;
+	return i;
+}
+
 /* Valid UTF-8 of buf[0..n) (invalid bytes become U+FFFD); *used gets the
    bytes consumed: an incomplete sequence at the end is left when keep_tail. */
 static char *
@@ -298,12 +319,20 @@ utf8_text(const char *buf, size_t n, int keep_tail, size_t *used)
 	size_t i = 0, k = 0;
 
 	while (i < n) {
-		unsigned char c = s[i];
-		size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 :
-		    (c >> 3) == 30 ? 4 : 0;
-		size_t j;
-		int ok = len != 0 && c != 0;
+		size_t run = ascii_run(s + i, n - i);
+		unsigned char c;
+		size_t len, j;
+		int ok;
 
+		memcpy(out + k, s + i, run);	/* plain ASCII: as it is */
+		k += run;
+		i += run;
+		if (i == n)
+			break;
+		c = s[i];
+		len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 :
+		    (c >> 3) == 30 ? 4 : 0;
+		ok = len != 0 && c != 0;
 		if (ok && i + len > n) {
 			if (keep_tail)
 				break;
@@ -449,7 +478,7 @@ batch_flush(struct qtask *t, int final)
 {
 	cJSON *o;
 	char *text, *data;
-	size_t used;
+	size_t used, cap;
 
 	timer_cancel(&t->flush);
 	if (t->len == 0)
@@ -463,8 +492,15 @@ batch_flush(struct qtask *t, int final)
 	cJSON_AddStringToObject(o, "id", t->id);
 	cJSON_AddStringToObject(o, "type", t->type);
 	cJSON_AddStringToObject(o, "msg_type", t->stream == 2 ? "stderr" : "stdout");
-	cJSON_AddStringToObject(o, "data", data);
-	text = cJSON_PrintUnformatted(o);
+	/* data by reference, printed into one buffer sized for the worst
+	   escaping (\u00XX: 6 bytes a byte): no copy of it, no regrowth. */
+	cJSON_AddItemToObject(o, "data", cJSON_CreateStringReference(data));
+	cap = 6 * (strlen(data) + strlen(t->id) + strlen(t->type)) + 64;
+	text = xmalloc(cap);
+	if (!cJSON_PrintPreallocated(o, text, (int)cap, 0)) {
+		free(text);
+		text = cJSON_PrintUnformatted(o);
+	}
 	cJSON_Delete(o);
 	free(data);
 	/* Redis away: dropped (output.log has it); slow: the tasks wait. */

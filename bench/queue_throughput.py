@@ -2,19 +2,15 @@
 """bench/queue_throughput.py - the Redis task queue through one agent.
 
 Starts a private redis-server on 127.0.0.1, a fake BK-CI server and one real
-devopsAgent with devops.queue.redis set (docs/queue.md), then measures:
-
-  1. no-op tasks per second: N tasks (a script that exits 0) pushed at once,
-     timed from the first RPUSH to the last done message, for
-     devops.queue.parallel 1 and 4;
-  2. log throughput: one task writing M MiB to stdout, timed from its RPUSH to
-     its done message, against the same program writing to `cat` through a
-     pipe (what the output costs without the agent); the agent's peak RSS
-     (VmHWM) is printed to show memory stays bounded.
+devopsAgent with devops.queue.redis set (docs/queue.md), then measures no-op
+tasks per second: N tasks (a script that exits 0) pushed at once, timed from
+the first RPUSH to the last done message, for devops.queue.parallel 1 and 4.
+The log throughput of a queue task (its output against `cat` through a pipe)
+is measured by bench/throughput.py.
 
 Figures are printed, never asserted.
 
-    usage: queue_throughput.py [-n TASKS] [-m MIB]
+    usage: queue_throughput.py [-n TASKS]
 The binaries come from bin/ (or $AGENT_BIN_DIR).
 """
 import argparse
@@ -37,19 +33,10 @@ QUEUE = "queue_job_task"
 LOGS = QUEUE + "_logs"
 
 
-def vm_kb(pid, key):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def start_agent(install, server, redis, parallel):
     cmd = install / "queue_cmd"
     cmd.mkdir(exist_ok=True)
     (cmd / "noop.sh").write_text("#!/bin/sh\nexit 0\n")
-    (cmd / "spew.sh").write_text("#!/bin/sh\nexec head -c \"$1\" /dev/zero | tr '\\0' 'x' | fold -w 100\n")
     for p in cmd.iterdir():
         p.chmod(0o755)
     write_properties(install, server, {"devops.queue.redis": redis.url,
@@ -115,48 +102,14 @@ def bench_noop(root, n, parallel):
         server.stop()
 
 
-def bench_logs(root, mib):
-    nbytes = mib * 1024 * 1024
-    server = FakeCI().start()
-    redis = RedisServer(root / "redis-logs").start()
-    install = layout_install_dir(root / "logs", server)
-    proc = start_agent(install, server, redis, 1)
-    try:
-        c = redis.client()
-        base = vm_kb(proc.pid, "VmHWM")
-        t0 = time.monotonic()
-        c.call("RPUSH", QUEUE, json.dumps({"id": "spew", "type": "start",
-                                           "task": {"cmdline": "spew.sh",
-                                                    "cmd_args": [str(nbytes)]}}))
-        ok = wait_dones(c, 1)
-        dt = time.monotonic() - t0
-        sent = sum(len(m) for m in c.call("LRANGE", LOGS, 0, -1))
-        hwm = vm_kb(proc.pid, "VmHWM")
-        t1 = time.monotonic()
-        subprocess.run(f"{install}/queue_cmd/spew.sh {nbytes} | cat > /dev/null",
-                       shell=True, check=True)
-        dcat = time.monotonic() - t1
-        print(f"log throughput: {mib} MiB of output in {dt:.2f} s = {mib / dt:.1f} MiB/s "
-              f"through the agent and redis ({sent / 1048576:.1f} MiB of log messages)"
-              f"{'' if ok else ' (INCOMPLETE)'}")
-        print(f"  same program | cat: {dcat:.2f} s = {mib / dcat:.1f} MiB/s")
-        print(f"  agent peak RSS {hwm} KiB (before the task {base} KiB)")
-    finally:
-        stop(proc)
-        redis.stop()
-        server.stop()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="no-op tasks (500)")
-    ap.add_argument("-m", type=int, default=64, help="MiB of output (64)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp:
         root = Path(tmp)
         for parallel in (1, 4):
             bench_noop(root, a.n, parallel)
-        bench_logs(root, a.m)
 
 
 if __name__ == "__main__":

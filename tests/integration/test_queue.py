@@ -283,6 +283,32 @@ def test_log_order_within_a_task(install_dir, fakeci, redis):
     agent.stop()
 
 
+def test_log_data_is_clean_utf8(install_dir, fakeci, redis):
+    """Output bytes reach the log messages as valid UTF-8: ASCII runs, 2- to
+    4-byte characters, a character split across the 64 KiB batch boundary
+    (never split between messages), control bytes; an invalid byte and a NUL
+    become U+FFFD."""
+    agent = start_agent(install_dir, fakeci, redis)
+    script = Path(install_dir) / "queue_cmd" / "bytes.sh"
+    script.write_text("#!/bin/sh\n"
+                      "printf 'abcdefghijklmnop\\303\\251\\342\\202\\254\\360\\237\\230\\200"
+                      "\\377\\000q\\001\\tz\\n'\n"
+                      "head -c 65503 /dev/zero | tr '\\000' a\n"
+                      "printf '\\303\\251end\\n'\n")
+    script.chmod(0o755)
+    c = redis.client()
+    c.call("RPUSH", QUEUE, task("utf", "bytes.sh"))
+    d = wait_done(c, ["utf"], agent)
+    assert d["utf"]["data"]["status"] == "success"
+    msgs = [m for m in log_messages(c) if m["id"] == "utf" and m["msg_type"] == "stdout"]
+    out = "".join(m["data"] for m in msgs)
+    # 32 bytes, then 65503: the 2-byte character starts at byte 65535.
+    first = "abcdefghijklmnop\u00e9\u20ac\U0001f600\ufffd\ufffdq\x01\tz\n"
+    assert out == first + "a" * 65503 + "\u00e9end\n"
+    assert len(msgs) >= 2, "the output fits one batch: the boundary was not crossed"
+    agent.stop()
+
+
 def test_logs_http_copy_without_agent_secrets(install_dir, fakeci, redis):
     import http.server
     import threading
