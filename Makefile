@@ -192,9 +192,7 @@ bench: all
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 	$(PYTHON) bench/docker_pickup.py	# container builds
-	# Restart, pickup and scale (restart_latency.py above, build_latency.py
-	# records the pickup figures): 300 builds at cap 64 on one machine.
-	$(PYTHON) bench/scale.py
+	$(PYTHON) bench/scale.py	# scale on one machine: 300 builds, cap 64
 
 .PHONY: bench
 
