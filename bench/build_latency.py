@@ -38,6 +38,7 @@ import os
 import random
 import re
 import select
+import shutil
 import statistics
 import struct
 import sys
@@ -48,7 +49,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
+from fakeci.layout import (layout_install_dir, remove_build_cgroups,  # noqa: E402
+                           write_properties)
 from fakeci.server import FakeCI  # noqa: E402
 import benchlib  # noqa: E402
 from benchlib import percentile, start_agent, stop_agent  # noqa: E402
@@ -152,7 +154,7 @@ def main() -> int:
             return 1
         # (a), (b): one build at a time.
         claim, total, ids = [], [], []
-        for _ in range(args.builds):
+        for _ in range(args.builds + 1):    # the first one: the agent's first build
             n = len(ci.finished)
             # A random phase against the 5 s ask period, so (b) is not locked
             # to the rhythm of the previous build's claim.
@@ -199,9 +201,13 @@ def main() -> int:
         stop_agent(agent)
         watch.close()
         ci.stop()
+        remove_build_cgroups(install)
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    cond = (f"{args.builds} builds queued one at a time, cap {args.cap}, normal periods "
-            "(ask every 5 s), fake server on loopback")
+    first = claim.pop(0)
+    total.pop(0)
+    cond = (f"{args.builds} builds queued one at a time after a first one, cap "
+            f"{args.cap}, normal periods (ask every 5 s), fake server on loopback")
     med = statistics.median(claim)
     benchlib.figure(BENCH, "claim_to_exec.median", "Pickup: claim answer to worker exec, "
                     "median", round(med, 1), "ms", anchor="not measured",
@@ -212,6 +218,10 @@ def main() -> int:
     benchlib.figure(BENCH, "claim_to_exec.p95", "Pickup: claim answer to worker exec, p95",
                     round(percentile(claim, 95), 1), "ms", goal="< 5 ms",
                     met=percentile(claim, 95) < 5, note=cond)
+    benchlib.figure(BENCH, "claim_to_exec.first", "Pickup: claim answer to worker exec, "
+                    "first build after the agent started", round(first, 1), "ms",
+                    note="the first build also creates the agent's cgroup and build "
+                    "directories; not in the median")
     benchlib.figure(BENCH, "queue_to_exec.median", "Pickup: queued to worker exec, median",
                     round(statistics.median(total), 2), "s",
                     anchor="not measured (asks every 5 s)",

@@ -27,6 +27,7 @@ Usage: bench/scale.py [--builds 300] [--cap 64] [--sleep 1,2] [--normal-periods]
 import argparse
 import collections
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -35,7 +36,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
+from fakeci.layout import (layout_install_dir, remove_build_cgroups,  # noqa: E402
+                           write_properties)
 from fakeci.server import FakeCI  # noqa: E402
 import benchlib  # noqa: E402
 from benchlib import smaps, start_agent, stop_agent  # noqa: E402
@@ -172,6 +174,8 @@ def main() -> int:
             sampler.close()
         stop_agent(agent)
         ci.stop()
+        remove_build_cgroups(install)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     periods = "normal periods" if args.normal_periods else \
         "test periods (ask every 0.3 s, no 3 s window)"
