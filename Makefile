@@ -32,6 +32,9 @@ LIBS = $(shell pkg-config --libs libcurl libcjson libarchive openssl 2>/dev/null
 CFLAGS_ALL += $(shell pkg-config --cflags hiredis 2>/dev/null)
 LIBS += $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 LDFLAGS_ALL = $(SAN) -Wl,--as-needed $(LDFLAGS)
+# libarchive is dlopen()ed at the first unpack (common/archive.c): -ldl for
+# a C library before glibc 2.34 (dropped by --as-needed where unused).
+LIBS += -ldl
 # Operator side: the local Prometheus endpoint (agent/prom.c).
 CFLAGS_ALL += $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
 LIBS += $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
@@ -195,6 +198,7 @@ bench: all | deps-bench
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 	$(PYTHON) bench/docker_pickup.py	# container builds
+	$(PYTHON) bench/scale.py	# scale on one machine: 300 builds, cap 64
 	$(PYTHON) bench/throughput.py	# throughput: task output vs cat, upgrade download vs curl+md5sum
 	$(PYTHON) bench/report.py
 

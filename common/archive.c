@@ -1,4 +1,5 @@
 /* archive.c - safe unpacking of zip/tar archives through libarchive. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -13,6 +14,113 @@
 #include "fsutil.h"
 #include "log.h"
 #include "util.h"
+
+/*
+ * libarchive is loaded at the first unpack (dlopen), not when the program
+ * starts: it brings about ten more shared libraries (libxml2, ICU,
+ * libstdc++, liblzma ...) whose mapping and relocation cost every start of
+ * the agent (and so every restart by the daemon) more than a millisecond,
+ * while only the JDK unpack of an install or an upgrade needs them. Each
+ * libarchive function used here is called through a pointer of its own
+ * name (the defines below), filled by archive_lib_load().
+ */
+#ifndef ARCHIVE_SONAME
+#ifdef __APPLE__
+#define ARCHIVE_SONAME	"libarchive.13.dylib"
+#else
+#define ARCHIVE_SONAME	"libarchive.so.13"
+#endif
+#endif
+
+#define ARCHIVE_FUNCS(X) \
+	X(archive_entry_filetype) \
+	X(archive_entry_hardlink) \
+	X(archive_entry_pathname) \
+	X(archive_entry_perm) \
+	X(archive_entry_set_hardlink) \
+	X(archive_entry_set_pathname) \
+	X(archive_entry_set_perm) \
+	X(archive_entry_symlink) \
+	X(archive_error_string) \
+	X(archive_read_data_block) \
+	X(archive_read_free) \
+	X(archive_read_new) \
+	X(archive_read_next_header) \
+	X(archive_read_open_filename) \
+	X(archive_read_support_filter_all) \
+	X(archive_read_support_format_all) \
+	X(archive_write_close) \
+	X(archive_write_data_block) \
+	X(archive_write_disk_new) \
+	X(archive_write_disk_set_options) \
+	X(archive_write_finish_entry) \
+	X(archive_write_free) \
+	X(archive_write_header)
+
+#define ARCHIVE_PTR(f)	static __typeof__(&(f)) p_##f;
+ARCHIVE_FUNCS(ARCHIVE_PTR)
+#undef ARCHIVE_PTR
+
+/* Each function's name and the pointer dlsym fills. */
+static const struct archive_sym {
+	const char	*name;
+	void		*ptr;	/* &p_<name> */
+} archive_syms[] = {
+#define ARCHIVE_SYM(f)	{ #f, &p_##f },
+	ARCHIVE_FUNCS(ARCHIVE_SYM)
+#undef ARCHIVE_SYM
+};
+
+#define archive_entry_filetype           (*p_archive_entry_filetype)
+#define archive_entry_hardlink           (*p_archive_entry_hardlink)
+#define archive_entry_pathname           (*p_archive_entry_pathname)
+#define archive_entry_perm               (*p_archive_entry_perm)
+#define archive_entry_set_hardlink       (*p_archive_entry_set_hardlink)
+#define archive_entry_set_pathname       (*p_archive_entry_set_pathname)
+#define archive_entry_set_perm           (*p_archive_entry_set_perm)
+#define archive_entry_symlink            (*p_archive_entry_symlink)
+#define archive_error_string             (*p_archive_error_string)
+#define archive_read_data_block          (*p_archive_read_data_block)
+#define archive_read_free                (*p_archive_read_free)
+#define archive_read_new                 (*p_archive_read_new)
+#define archive_read_next_header         (*p_archive_read_next_header)
+#define archive_read_open_filename       (*p_archive_read_open_filename)
+#define archive_read_support_filter_all  (*p_archive_read_support_filter_all)
+#define archive_read_support_format_all  (*p_archive_read_support_format_all)
+#define archive_write_close              (*p_archive_write_close)
+#define archive_write_data_block         (*p_archive_write_data_block)
+#define archive_write_disk_new           (*p_archive_write_disk_new)
+#define archive_write_disk_set_options   (*p_archive_write_disk_set_options)
+#define archive_write_finish_entry       (*p_archive_write_finish_entry)
+#define archive_write_free               (*p_archive_write_free)
+#define archive_write_header             (*p_archive_write_header)
+
+/* dlopen libarchive once and resolve its functions: 0, or -1 with err set. */
+static int
+archive_lib_load(char *err, size_t errlen)
+{
+	static void *lib;
+	void *h, *sym;
+	size_t i;
+
+	if (lib != NULL)
+		return 0;
+	if ((h = dlopen(ARCHIVE_SONAME, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		snprintf(err, errlen, "cannot load %s: %s", ARCHIVE_SONAME, dlerror());
+		return -1;
+	}
+	for (i = 0; i < nitems(archive_syms); i++) {
+		if ((sym = dlsym(h, archive_syms[i].name)) == NULL) {
+			snprintf(err, errlen, "%s: %s", ARCHIVE_SONAME, dlerror());
+			(void)dlclose(h);
+			return -1;
+		}
+		/* ISO C has no cast from an object to a function pointer. */
+		memcpy(archive_syms[i].ptr, &sym, sizeof(sym));
+	}
+	lib = h;
+	return 0;
+}
 
 /* Flags for archive_write_disk: never through a symlink, never "..". */
 #define UNPACK_FLAGS	(ARCHIVE_EXTRACT_SECURE_SYMLINKS | \
@@ -302,6 +410,8 @@ archive_unpack(const char *path, const char *dir, unsigned long long max_bytes,
 	u.errlen = errlen;
 	memset(u.st, 0, sizeof(*u.st));
 	err[0] = '\0';
+	if (archive_lib_load(err, errlen) == -1)
+		return -1;
 	/* A real root, so SECURE_SYMLINKS never trips over a link above it. */
 	if (fs_mkdir_p(dir, 0755) == -1 || realpath(dir, u.root) == NULL) {
 		snprintf(err, errlen, "target %s: %s", dir, strerror(errno));
