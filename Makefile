@@ -192,6 +192,7 @@ bench: all
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 	$(PYTHON) bench/docker_pickup.py	# container builds
+	$(PYTHON) bench/fleet.py	# fleet: 100-400 agents, one fake server, a 60 s outage (~15 min)
 
 .PHONY: bench
 
