@@ -294,13 +294,20 @@ def outage(fleet: Fleet, n: int, w: dict, args, variant: str) -> bool:
                     f"outage ({how}): peak requests/s in the first 10 s / idle",
                     peak / idle_rps if idle_rps else 0.0, "x", goal="< 2x",
                     met=peak < 2 * idle_rps,
-                    note=f"peak {peak}/s against {idle_rps:.1f}/s idle; all requests, "
-                         f"with the {nbuilds} queued builds' own calls")
+                    note=(f"peak {peak}/s against {idle_rps:.1f}/s idle; all requests, "
+                          f"with the {nbuilds} queued builds' own calls") if peak else
+                    "no request at all in the first 10 s: every agent was in its backoff")
     benchlib.figure(BENCH, f"{tag}.peak_ratio_poll", f"{n} agents after the outage "
                     f"({how}): poll calls only, peak/s in the first 10 s / idle",
                     peak_poll / idle_poll_rps if idle_poll_rps else 0.0, "x",
                     goal="< 2x", met=peak_poll < 2 * idle_poll_rps,
                     note=f"peak {peak_poll}/s against {idle_poll_rps:.1f}/s idle")
+    after = total[k:]
+    benchlib.figure(BENCH, f"{tag}.peak_ratio_after", f"{n} agents after the outage "
+                    f"({how}): peak requests/s in the {len(after)} s after the return / idle",
+                    max(after) / idle_rps if after and idle_rps else 0.0, "x", goal="< 2x",
+                    met=bool(after) and max(after) < 2 * idle_rps,
+                    note="with backoff most agents come back after the first 10 s")
     if back is None:
         print(f"fleet: not every agent asked again within the wait ({n} agents)")
     else:
