@@ -200,6 +200,7 @@ bench: all | deps-bench
 	$(PYTHON) bench/docker_pickup.py	# container builds
 	$(PYTHON) bench/scale.py	# scale on one machine: 300 builds, cap 64
 	$(PYTHON) bench/throughput.py	# throughput: task output vs cat, upgrade download vs curl+md5sum
+	$(PYTHON) bench/fleet.py	# fleet: 100-400 agents, one fake server, a 60 s outage (~15 min)
 	$(PYTHON) bench/report.py
 
 bench-docs: | deps-bench

@@ -14,8 +14,9 @@
  *
  * ask mode (bk-ci src/agent/agent/src/pkg/agent/agent.go, ask.go;
  * DB/service/ThirdPartyAgentService.kt ask): POST .../thirdPartyAgent/ask
- * 5 s after the previous answer, or as soon as the server's 3 s window
- * allows when a slot freed or a build was just claimed.
+ * 5 s (+-10 %) after the previous answer, or as soon as the server's 3 s
+ * window allows when a slot freed or a build was just claimed; while the
+ * server cannot be reached, 5 s doubling to 30 s (ask_delay()).
  *
  * legacy mode (bk-ci bb566049dd1): newHeartbeat every 10 s; GET status then
  * GET startup?buildType= every 5 s, again as soon as the 3 s status window
@@ -45,6 +46,7 @@
 #include "util.h"
 
 #define TOO_FREQUENT	"request too frequently"	/* bk-ci rate-limit text */
+#define ASK_BACKOFF_MAX	6	/* periods: 30 s between asks at most while down */
 
 static struct {
 	enum poll_mode	 mode;
@@ -57,6 +59,7 @@ static struct {
 	int		 ask_busy;
 	int64_t		 ask_sent;		/* mono ms of the last ask */
 	int		 ask_carried_exit;	/* the ask in flight reports an exit error */
+	int64_t		 ask_backoff;		/* ms; 0 while the server answers */
 	/* legacy */
 	struct timer	 hb_timer, pull_timer, upgrade_timer, pipeline_timer;
 	struct timer	 probe_timer;		/* tries ask again */
@@ -150,6 +153,35 @@ until_window(int64_t sent, enum period window)
 }
 
 /* ------------------------------------------------------------------ ask */
+
+/*
+ * Milliseconds until the next regular ask. GoAgent asks exactly 5 s after
+ * each answer, so agents that started together (a mass upgrade, a power
+ * cut) or lost the server together ask in step for ever, and a server
+ * that was down gets the whole fleet in one wave. Here every delay is
+ * drawn at random from +-10 % of the period (the mean rate is unchanged),
+ * so such a wave spreads out within a few periods. While the server
+ * cannot be reached (failed: no HTTP answer, or HTTP 5xx from a gateway
+ * without its backend) the delay doubles from the period up to
+ * ASK_BACKOFF_MAX periods, so a fleet does not hammer a server on its way
+ * back. The shortest delay, 4.5 s, stays above the server's 3 s ask window.
+ */
+static int64_t
+ask_delay(int failed)
+{
+	int64_t period = agent_period(P_ASK);
+
+	if (!failed)
+		P.ask_backoff = 0;
+	else if (P.ask_backoff == 0)
+		P.ask_backoff = period;
+	else if (P.ask_backoff < period * ASK_BACKOFF_MAX)
+		P.ask_backoff = P.ask_backoff * 2 < period * ASK_BACKOFF_MAX ?
+		    P.ask_backoff * 2 : period * ASK_BACKOFF_MAX;
+	if (P.ask_backoff > 0)
+		period = P.ask_backoff;
+	return period * (90 + random() % 21) / 100;
+}
 
 /* The ThirdPartyAskInfo body (bk-ci A/pkg/api/type.go ThirdPartyAskInfo). */
 static char *
@@ -286,7 +318,8 @@ ask_done(struct http_result *r, void *arg)
 	struct ask_answer a;
 	char err[300];
 	int carried = P.ask_carried_exit, claimed = 0, upgrade_asked, rc;
-	int64_t next = agent_period(P_ASK);
+	/* No answer, or the gateway's 5xx: back off (ask_delay). */
+	int64_t next = ask_delay(!r->ok || r->code >= 500);
 
 	upgrade_asked = (int)(intptr_t)arg;
 	P.ask_busy = 0;
@@ -631,11 +664,12 @@ poll_on_started(void)
 	}
 }
 
-/* Startup answered: done, or retry with backoff (1 s doubling to 60 s). */
+/* Startup answered: done, or retry with backoff (1 s doubling to 60 s, jittered). */
 static void
 startup_done(struct http_result *r, void *arg)
 {
 	char err[300], *st = NULL;
+	int64_t next;
 
 	(void)arg;
 	if (r->ok && envelope_data_str(r->body, r->len, &st, err, sizeof(err)) == 0) {
@@ -652,8 +686,10 @@ startup_done(struct http_result *r, void *arg)
 		P.startup_backoff = 60000;
 	if (A.fast && P.startup_backoff > 1000)
 		P.startup_backoff = 1000;
-	log_info("startup: retrying in %lld ms", (long long)P.startup_backoff);
-	timer_set(&P.startup_timer, P.startup_backoff);
+	/* +-20 % jitter: agents started together do not retry in step. */
+	next = P.startup_backoff * (80 + random() % 41) / 100;
+	log_info("startup: retrying in %lld ms", (long long)next);
+	timer_set(&P.startup_timer, next);
 }
 
 /* POST startup (hostname, IP, OS, versions; protocol §7.2). */

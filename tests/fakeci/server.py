@@ -262,6 +262,7 @@ class Reply:
     stream: object = None           # callable(stop_event) -> iterator of body chunks;
                                     # sent as they come, then the connection closes
     length: bool = True             # with stream: send Content-Length: len(body)
+    record: dict | None = None      # lean mode: the request record, given wire sizes
 
     @classmethod
     def json(cls, obj, code: int = 200) -> "Reply":
@@ -342,10 +343,16 @@ class FakeCI:
 
     def __init__(self, project_id: str = "demo-proj", agent_id: str = "fakeci-agent",
                  secret_key: str = "fakeci-secret", port: int = 0,
-                 state_dir: str | None = None, verbose: bool = False):
+                 state_dir: str | None = None, verbose: bool = False, lean: bool = False):
+        """lean (benches with many agents): requests() records keep only t,
+        method, path, url, agent (X-DEVOPS-AGENT-ID), fault, status and the
+        wire sizes rx/tx in bytes (request and response, headers included);
+        no headers, body or decoded JSON, and nothing is persisted."""
         self.project_id = project_id
         self.agent_id = agent_id
         self.secret_key = secret_key
+        self.lean = lean
+        self._agents: dict = {agent_id: secret_key}   # every identity that may call
         self.state_dir = state_dir
         self.verbose = verbose
         self._want_port = port
@@ -411,6 +418,17 @@ class FakeCI:
         """The four headers an agent (or worker) must send."""
         return {"X-DEVOPS-BUILD-TYPE": "AGENT", "X-DEVOPS-PROJECT-ID": self.project_id,
                 "X-DEVOPS-AGENT-ID": self.agent_id, "X-DEVOPS-AGENT-SECRET-KEY": self.secret_key}
+
+    def add_agent(self, agent_id: str, secret_key: str) -> None:
+        """Accept one more agent identity (same project and state), for fleets.
+
+        Every identity shares the one state, build queue and rate-limit
+        windows (so keep rateLimits off with more than one agent)."""
+        with self._cond:
+            self._agents[agent_id] = secret_key
+
+    def _known_agent(self, agent_id, secret_key) -> bool:
+        return agent_id is not None and self._agents.get(agent_id) == secret_key
 
     # ----- admin helpers (mirror the /admin/ HTTP API) -----------------------
 
@@ -604,6 +622,14 @@ class FakeCI:
         with self._cond:
             self._down = bool(down)
 
+    def set_hang(self, hang: bool = True) -> None:
+        """Hold every non-admin request unanswered until set_hang(False) (or
+        stop()), then drop its connection: a gateway that accepts and never
+        answers."""
+        with self._cond:
+            self._hang = bool(hang)
+            self._cond.notify_all()
+
     @property
     def is_down(self) -> bool:
         return self._down
@@ -696,6 +722,7 @@ class FakeCI:
         self._upgrade_finishes: list = []
         self._faults: list = []
         self._down = False
+        self._hang = False
         self._metrix: list = []
         self._logs: list = []
         self._worker_ends: list = []
@@ -747,19 +774,27 @@ class FakeCI:
         return self._agent_call(_Call(method, split.path, raw_path, query, headers, body))
 
     def _agent_call(self, ctx: "_Call") -> Reply:
-        record = {"t": time.time(), "method": ctx.method, "path": ctx.path, "url": ctx.url,
-                  "query": ctx.query, "headers": ctx.headers, "body": ctx.text,
-                  "json": ctx.json, "fault": None, "status": None}
+        if self.lean:
+            record = {"t": time.time(), "method": ctx.method, "path": ctx.path,
+                      "url": ctx.url, "agent": ctx.headers.get("x-devops-agent-id"),
+                      "fault": None, "status": None, "rx": 0, "tx": 0}
+        else:
+            record = {"t": time.time(), "method": ctx.method, "path": ctx.path,
+                      "url": ctx.url, "query": ctx.query, "headers": ctx.headers,
+                      "body": ctx.text, "json": ctx.json, "fault": None, "status": None}
         with self._cond:
             self._requests.append(record)
-            down = self._down
+            hung = self._hang
+            while self._hang and not self._stopping.is_set():
+                self._cond.wait(0.5)
+            down = self._down or hung
             fault = None if down else self._take_fault(ctx)
             self._cond.notify_all()
         if self.verbose:
             print(f"fakeci: {ctx.method} {ctx.url}", flush=True)
 
         if down:
-            record["fault"] = "down"
+            record["fault"] = "hang" if hung else "down"
             reply = Reply.dropped()
         elif fault is not None:
             record["fault"] = fault.mode
@@ -767,7 +802,10 @@ class FakeCI:
         else:
             reply = self._route(ctx)
         record["status"] = None if reply.close else reply.code
-        self._persist("requests.jsonl", record)
+        if self.lean:
+            reply.record = record
+        else:
+            self._persist("requests.jsonl", record)
         return reply
 
     def _take_fault(self, ctx: "_Call") -> Fault | None:
@@ -831,9 +869,12 @@ class FakeCI:
     def _check_auth(self, ctx: "_Call", route: "_Route") -> Reply | None:
         if route.auth == "worker" and self._docker_entry(ctx.headers) is not None:
             return None
+        agent = ctx.headers.get("x-devops-agent-id")
+        if agent not in self._agents:
+            agent = self.agent_id
         expected = {"x-devops-build-type": "AGENT", "x-devops-project-id": self.project_id,
-                    "x-devops-agent-id": self.agent_id,
-                    "x-devops-agent-secret-key": self.secret_key}
+                    "x-devops-agent-id": agent,
+                    "x-devops-agent-secret-key": self._agents[agent]}
         problems = []
         for name, want in expected.items():
             got = ctx.headers.get(name)
@@ -856,8 +897,8 @@ class FakeCI:
         docker_ok = docker is not None and self._build_key(docker["data"]) == (
             h.get("x-devops-build-id"), h.get("x-devops-vm-sid"))
         if (h.get("x-devops-build-type") != "AGENT" or any(not h.get(n) for n in need)
-                or (not docker_ok and (h.get("x-devops-agent-secret-key") != self.secret_key
-                                       or h.get("x-devops-agent-id") != self.agent_id))):
+                or (not docker_ok and not self._known_agent(
+                    h.get("x-devops-agent-id"), h.get("x-devops-agent-secret-key")))):
             self._violation(ctx, "auth", "log call without valid agent/build headers")
             return Reply.json({"status": 401, "data": "", "result": True,
                                "message": "unauthorized (fakeci gateway)"}, 401)
@@ -1569,6 +1610,9 @@ class _Handler(BaseHTTPRequestHandler):
             name = name.lower()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         reply = self.server.fakeci.handle(self.command, self.path, headers, body)
+        if reply.record is not None:    # lean mode: request bytes as they came
+            reply.record["rx"] = (len(self.raw_requestline) + len(self.headers.as_bytes())
+                                  + len(body))
         self._send(reply)
 
     def _read_body(self) -> bytes:
@@ -1605,6 +1649,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if reply.code not in (204, 304):
                 self.send_header("Content-Length", str(len(reply.body)))
+            if reply.record is not None:    # lean mode: response bytes (+ blank line)
+                reply.record["tx"] = sum(map(len, self._headers_buffer)) + 2 + (
+                    len(reply.body) if reply.code not in (204, 304) else 0)
             self.end_headers()
             payload = reply.body if reply.send_bytes is None else reply.body[:reply.send_bytes]
             if self.command != "HEAD" and reply.code not in (204, 304):
@@ -1640,12 +1687,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 512           # a fleet reconnecting at once (socketserver: 5)
 
     def __init__(self, fakeci: FakeCI, port: int):
         self.fakeci = fakeci
         self._conns: set = set()
         self._conns_lock = threading.Lock()
         super().__init__((HOST, port), _Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        # An agent that went away mid-request is no error of the server.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
+            super().handle_error(request, client_address)
 
     def track(self, conn, add: bool) -> None:
         with self._conns_lock:

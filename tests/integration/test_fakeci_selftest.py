@@ -813,6 +813,39 @@ def test_down_switch_keeps_admin_reachable(fakeci):
     assert [r["fault"] for r in fakeci.requests()] == ["down"] * 3 + [None]
 
 
+def test_hang_holds_requests_until_released(fakeci):
+    fakeci.set_hang(True)
+    with pytest.raises(TRANSPORT_ERRORS + (TimeoutError,)):
+        call(fakeci, "GET", STATUS, timeout=1.0)     # no answer in time
+    fakeci.set_hang(False)
+    assert call(fakeci, "GET", STATUS).status == 200
+    assert wait_until(lambda: [r["fault"] for r in fakeci.requests()] == ["hang", None])
+
+
+# --------------------------------------------------------------- fleets (benches)
+
+def test_added_agents_share_the_server_and_keep_their_own_secret(fakeci):
+    fakeci.add_agent("fleet-2", "s2")
+    other = {"X-DEVOPS-AGENT-ID": "fleet-2", "X-DEVOPS-AGENT-SECRET-KEY": "s2"}
+    assert call(fakeci, "GET", STATUS, headers=other).json()["data"] == "IMPORT_OK"
+    assert call(fakeci, "GET", STATUS).json()["data"] == "IMPORT_OK"
+    wrong = {"X-DEVOPS-AGENT-ID": "fleet-2", "X-DEVOPS-AGENT-SECRET-KEY": fakeci.secret_key}
+    assert call(fakeci, "GET", STATUS, headers=wrong).status == 401
+    assert [v["kind"] for v in fakeci.violations] == ["auth"]
+
+
+def test_lean_records_keep_the_agent_and_wire_sizes():
+    from fakeci.server import FakeCI
+    with FakeCI(lean=True) as ci:
+        resp = call(ci, "POST", HEARTBEAT, HEARTBEAT_BODY)
+        assert resp.status == 200
+        (rec,) = ci.requests()
+        assert set(rec) == {"t", "method", "path", "url", "agent", "fault", "status",
+                            "rx", "tx"}
+        assert rec["agent"] == ci.agent_id and rec["status"] == 200
+        assert rec["rx"] > len(json.dumps(HEARTBEAT_BODY)) and rec["tx"] > len(resp.body)
+
+
 # --------------------------------------------------------------- admin HTTP
 
 def test_admin_http_api_round_trip(fakeci):

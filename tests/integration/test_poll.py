@@ -199,6 +199,37 @@ def test_ask_waits_for_the_window_after_too_frequent(install_dir, fakeci):
     assert agent.running
 
 
+def test_ask_backs_off_while_the_server_is_away(install_dir, fakeci):
+    """While asks get no answer the time between them grows (from the ask
+    period up to a cap), so a fleet does not hammer a server on its way back;
+    once the server answers, the agent asks at its usual pace again."""
+    agent = start_agent(install_dir)
+    assert wait_heartbeats(fakeci, 2)
+    fakeci.set_down(True)               # every request: connection dropped
+
+    def unanswered():
+        # libcurl sends a request again at once on a fresh connection when
+        # the kept-alive one was dropped: that is the same ask.
+        out = []
+        for r in fakeci.requests(ASK):
+            if r["fault"] == "down" and (not out or r["t"] - out[-1] > 0.05):
+                out.append(r["t"])
+        return out
+    assert fakeci.wait_until(lambda: len(unanswered()) >= 6, timeout=60), \
+        agent.read_log()[-3000:]
+    fakeci.set_down(False)
+    down = unanswered()
+    gaps = [b - a for a, b in zip(down, down[1:])]
+    assert gaps[-1] > 2.5 * gaps[0], gaps       # fast mode: ~0.3 s growing to ~1.8 s
+
+    def answered():
+        return [r["t"] for r in fakeci.requests(ASK) if r["fault"] is None and r["t"] > down[-1]]
+    assert fakeci.wait_until(lambda: len(answered()) >= 3, timeout=30)
+    back = answered()
+    assert min(b - a for a, b in zip(back, back[1:])) < gaps[-1] / 2, (gaps, back)
+    assert agent.running
+
+
 def test_timeouts_in_a_row_exit_1_after_reporting(install_dir, fakeci):
     """DEVOPS_AGENT_TIMEOUT_EXIT_TIME=N: N polls in a row that time out record
     THIRD_AGENT_EXIT_TIMEOUT_ERROR; the next poll reports it and the agent
