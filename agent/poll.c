@@ -16,7 +16,7 @@
  * DB/service/ThirdPartyAgentService.kt ask): POST .../thirdPartyAgent/ask
  * 5 s (+-10 %) after the previous answer, or as soon as the server's 3 s
  * window allows when a slot freed or a build was just claimed; while the
- * server cannot be reached, 5 s doubling to 30 s (ask_delay()).
+ * server cannot be reached, 5 s doubling to 20 s (ask_delay()).
  *
  * legacy mode (bk-ci bb566049dd1): newHeartbeat every 10 s; GET status then
  * GET startup?buildType= every 5 s, again as soon as the 3 s status window
@@ -46,7 +46,7 @@
 #include "util.h"
 
 #define TOO_FREQUENT	"request too frequently"	/* bk-ci rate-limit text */
-#define ASK_BACKOFF_MAX	6	/* periods: 30 s between asks at most while down */
+#define ASK_BACKOFF_MAX	4	/* periods: 20 s between asks at most while down */
 
 static struct {
 	enum poll_mode	 mode;
