@@ -30,6 +30,7 @@
 #define WRITE_MIN_MS	1000	/* state file: at most once a second */
 #define REFRESH_MS	10000	/* and at least every 10 s */
 #define DISK_EVERY_MS	30000
+#define DISK_SLACK_MS	5000	/* may run this much late (timer_set_slack) */
 #define MSG_MAX		300
 
 /* Latency buckets of the server calls, seconds. */
@@ -518,6 +519,8 @@ ops_start(void)
 	(void)fs_mkdir_p("runtime", 0755);
 	timer_init(&O.write_timer, "status-file", state_write, NULL);
 	timer_init(&O.disk_timer, "disk-guard", disk_check, NULL);
+	/* idle cost: the check rides on the next wakeup (an ask every 5 s) */
+	timer_set_slack(&O.disk_timer, A.fast ? 0 : DISK_SLACK_MS);
 	disk_check(NULL);
 	timer_set(&O.write_timer, 0);
 	if (A.cfg.metrics_listen != NULL && *A.cfg.metrics_listen != '\0')
