@@ -242,12 +242,20 @@ ops_write_now(void)
 		state_write(NULL);
 }
 
-/* Record a success (ops.h). */
+/*
+ * Record a success (ops.h). The first one, and one after an error, are
+ * written soon; later ones only move a timestamp, which the 10 s refresh
+ * carries: an ask every 5 s rewriting the file was the idle agent's main
+ * disk work.
+ */
 void
 ops_note_ok(enum ops_call c)
 {
+	time_t prev = O.last_ok[c];
+
 	O.last_ok[c] = time(NULL);
-	ops_dirty();
+	if (prev == 0 || O.error_time >= prev)
+		ops_dirty();
 }
 
 /* Record an error (ops.h). */
