@@ -19,6 +19,10 @@ the end of --minutes minutes:
 Anchors: GoAgent HEAD 55-140 ms of CPU and 574 wakeups per idle minute,
 measured on this kind of machine. Goals: under 10 ms and under 30 wakeups.
 
+The install directory is made under $TMPDIR (default /tmp); the mount it
+lives on is noted with the wakeups: on ext4 mounted with `discard`, every
+replaced file (runtime/status.json) also waits for the disk.
+
 Fails only when a process did not start or exited; never on a number.
 
 Usage: bench/idle_cost.py [--minutes 5] [--warmup 20]
@@ -91,7 +95,21 @@ def alive(pid: int) -> bool:
         return False
 
 
-def report(name: str, a: dict, b: dict, minutes: float, anchors: bool) -> None:
+def mount_of(path: str) -> str:
+    """File system type and options of the mount holding path (findmnt)."""
+    try:
+        out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,OPTIONS", "-T", path],
+                             capture_output=True, text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown file system"
+    if not out:
+        return "unknown file system"
+    opts = out[1].split(",") if len(out) > 1 else []
+    return out[0] + (" with discard" if "discard" in opts else "")
+
+
+def report(name: str, a: dict, b: dict, minutes: float, anchors: bool,
+           mount: str = "") -> None:
     """Record the per-minute figures of one process from counters a and b."""
     per = {k: (b[k] - a[k]) / minutes for k in a}
     note = (f"over {minutes:g} idle min, normal periods, ask mode, collector and "
@@ -106,7 +124,8 @@ def report(name: str, a: dict, b: dict, minutes: float, anchors: bool) -> None:
     benchlib.figure(BENCH, f"{name}.wakeups", f"{name} wakeups per idle minute", per["vol"],
                     "/min", anchor="574" if anchors else "", goal=f"< {GOAL_WAKEUPS}",
                     met=per["vol"] < GOAL_WAKEUPS,
-                    note="voluntary context switches, all threads; " + note)
+                    note="voluntary context switches, all threads; " + note
+                    + (f"; install dir on {mount}" if mount else ""))
     benchlib.figure(BENCH, f"{name}.runs", f"{name} runs on a CPU per idle minute",
                     per["runs"], "/min",
                     note=f"schedstat run count; {per['invol']:.1f} involuntary switches/min")
@@ -148,7 +167,7 @@ def main() -> int:
             print("idle_cost: a process exited during the idle run", file=sys.stderr)
             return 1
         a1, d1 = counters(agent), counters(daemon.pid)
-        report("agent", a0, a1, args.minutes, True)
+        report("agent", a0, a1, args.minutes, True, mount_of(install))
         report("daemon", d0, d1, args.minutes, False)
         benchlib.figure(BENCH, "agent.requests", "agent requests per idle minute",
                         (len(ci.requests()) - n0) / args.minutes, "/min",
