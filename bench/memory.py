@@ -98,6 +98,41 @@ def record(tag: str, what: str, pid: int, note: str) -> dict:
     return dict(m, threads=n)
 
 
+def uss_parts(pid: int) -> dict:
+    """Private KiB of pid per mapping (heap, stack, anon, each file's basename)."""
+    parts, name = {}, "[anon]"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and ":" not in head[0]:
+                name = os.path.basename(head[5]) if len(head) > 5 else "[anon]"
+                if name.startswith("[stack"):
+                    name = "[stack]"
+            elif head[0] in ("Private_Clean:", "Private_Dirty:"):
+                parts[name] = parts.get(name, 0) + int(head[1])
+    return {k: v for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v}
+
+
+def record_parts(pid: int, exe: str) -> None:
+    """Record where the idle agent's private pages are, as figures and a series."""
+    parts = uss_parts(pid)
+    own = {"[heap]", "[anon]", "[stack]", exe}
+    libs = {k: v for k, v in parts.items() if k not in own and not k.startswith("[")}
+    top = ", ".join(f"{k} {v}" for k, v in list(libs.items())[:6])
+    benchlib.figure(BENCH, "agent.uss.heap", "agent USS: malloc heap", parts.get("[heap]", 0),
+                    "KiB", note="about half is the libraries' own start-up (GnuTLS via "
+                    "librtmp, OpenSSL, libstdc++ via ICU/libxml2/libarchive)")
+    benchlib.figure(BENCH, "agent.uss.binary", "agent USS: its own binary", parts.get(exe, 0),
+                    "KiB", note="text and data pages only this process maps")
+    benchlib.figure(BENCH, "agent.uss.anon", "agent USS: stack and anonymous maps",
+                    parts.get("[anon]", 0) + parts.get("[stack]", 0), "KiB",
+                    note="bss of the binary and the libraries, the main stack")
+    benchlib.figure(BENCH, "agent.uss.libs", "agent USS: shared libraries' private pages",
+                    sum(libs.values()), "KiB",
+                    note=f"{len(libs)} libraries (relocated data, GOT); largest: {top}")
+    benchlib.series(BENCH, "agent.uss.by_mapping", {"kib": parts, "unit": "KiB"})
+
+
 def kill_builds(root: str) -> None:
     """SIGKILL the process groups of every process running under root (the workers)."""
     own = os.getpgid(0)
@@ -201,6 +236,7 @@ def main() -> int:
         idle_note = (f"after {args.idle:.0f} s idle, normal periods, collector and "
                      f"pipeline part on")
         on = record("idle", "agent", agent, idle_note)
+        record_parts(agent, "devopsAgent")
         record("idle", "daemon", daemon.pid, idle_note)
         if off is not None:
             m = benchlib.smaps(off.pid)
