@@ -28,7 +28,8 @@
 #include "util.h"
 
 #define WRITE_MIN_MS	1000	/* state file: at most once a second */
-#define REFRESH_MS	10000	/* and at least every 10 s */
+#define REFRESH_MS	10000	/* and at least every 10 s, */
+#define REFRESH_SLACK_MS 5000	/* or up to 5 s later, on the next wakeup */
 #define DISK_EVERY_MS	30000
 #define DISK_SLACK_MS	5000	/* may run this much late (timer_set_slack) */
 #define MSG_MAX		300
@@ -217,6 +218,8 @@ state_write(void *arg)
 		log_debug("cannot write %s: %s", OPS_STATE_FILE, strerror(errno));
 	free(text);
 	O.written = mono_ms();
+	/* idle cost: the refresh rides on the next wakeup (an ask every 5 s) */
+	timer_set_slack(&O.write_timer, A.fast ? 0 : REFRESH_SLACK_MS);
 	timer_set(&O.write_timer, REFRESH_MS);
 }
 
@@ -228,9 +231,10 @@ ops_dirty(void)
 
 	if (O.started == 0)
 		return;
-	if (timer_remaining(&O.write_timer) >= 0 &&
+	if (O.write_timer.slack == 0 && timer_remaining(&O.write_timer) >= 0 &&
 	    timer_remaining(&O.write_timer) <= (due < 0 ? 0 : due))
-		return;
+		return;		/* a write on time is already due soon enough */
+	timer_set_slack(&O.write_timer, 0);
 	timer_set(&O.write_timer, due < 0 ? 0 : due);
 }
 
