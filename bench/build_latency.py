@@ -7,7 +7,7 @@ each, the time from queueing to the worker's first request (the stand-in
 asks for its steps) and the part of it spent inside the agent (from the
 build pull to that request: journal, scripts, fork/exec, login shell, JVM
 stand-in start) are printed as median and p95. The daemon's and the agent's
-memory after the run is printed too (bench/memory.py measures the
+memory after the run is printed too (bench/collector_figures.py measures the
 idle agent with and without the collector).
 
 Usage: bench/build_latency.py [--builds 10]
