@@ -194,7 +194,8 @@ $(TIDY_RUNS): tidy/%: | deps-analysis
 bench: all | deps-bench
 	$(PYTHON) bench/build_latency.py
 	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
-	$(PYTHON) bench/collector_figures.py
+	$(PYTHON) bench/memory.py	# memory: idle, 16 and 64 builds
+	$(PYTHON) bench/idle_cost.py	# idle CPU and wakeups
 	$(PYTHON) bench/server_load.py
 	$(PYTHON) bench/queue_throughput.py	# Redis task queue
 	$(PYTHON) bench/docker_pickup.py	# container builds

@@ -52,6 +52,7 @@
 #define T_WAIT		(60 * 60 * 1000)	/* `wait` is restarted after this */
 #define T_PROBE		(10 * 1000)
 #define PROBE_PERIOD	60000
+#define HOUSEKEEP_SLACK	5000	/* probe, sweep: may run this late */
 #define SWEEP_PERIOD	(10 * 60 * 1000)
 #define RECOVER_RETRY	10000
 
@@ -1914,6 +1915,9 @@ docker_start(void)
 	D.owner = xasprintf("%s-%.12s", A.cfg.agent_id ? A.cfg.agent_id : "", md5);
 	timer_init(&D.probe_timer, "docker-probe", probe_run, NULL);
 	timer_init(&D.sweep_timer, "docker-sweep", sweep_run, NULL);
+	/* idle cost: both ride on the next wakeup (an ask every 5 s) */
+	timer_set_slack(&D.probe_timer, A.fast ? 0 : HOUSEKEEP_SLACK);
+	timer_set_slack(&D.sweep_timer, A.fast ? 0 : HOUSEKEEP_SLACK);
 	probe_run(NULL);
 	timer_set(&D.sweep_timer, 0);
 }

@@ -43,6 +43,7 @@
 
 #define WRITE_PATH	EP_METRIX "/write?db=agentMetrix"
 #define PROC_FILE_MAX	((size_t)4 << 20)
+#define MBUF_MIN_SLOTS	64	/* first array; kept when emptied */
 
 /* ------------------------------------------------------------ buffer */
 
@@ -52,7 +53,24 @@ mbuf_init(struct mbuf *b, size_t cap)
 {
 	memset(b, 0, sizeof(*b));
 	b->cap = cap > 0 ? cap : 1;
-	b->lines = xcalloc(b->cap, sizeof(*b->lines));
+}
+
+/* Make room for one more line: a larger array, the ring laid out from 0. */
+static void
+mbuf_grow(struct mbuf *b)
+{
+	size_t n = b->alloc < MBUF_MIN_SLOTS / 2 ? MBUF_MIN_SLOTS : b->alloc * 2, i;
+	char **lines;
+
+	if (n > b->cap)
+		n = b->cap;
+	lines = xcalloc(n, sizeof(*lines));
+	for (i = 0; i < b->count; i++)
+		lines[i] = b->lines[(b->head + i) % b->alloc];
+	free(b->lines);
+	b->lines = lines;
+	b->alloc = n;
+	b->head = 0;
 }
 
 /* Free every buffered line. */
@@ -62,7 +80,7 @@ mbuf_free(struct mbuf *b)
 	size_t i;
 
 	for (i = 0; i < b->count; i++)
-		free(b->lines[(b->head + i) % b->cap]);
+		free(b->lines[(b->head + i) % b->alloc]);
 	free(b->lines);
 	memset(b, 0, sizeof(*b));
 }
@@ -73,12 +91,14 @@ mbuf_push(struct mbuf *b, char *line)
 {
 	if (b->count == b->cap) {
 		free(b->lines[b->head]);
-		b->head = (b->head + 1) % b->cap;
+		b->head = (b->head + 1) % b->alloc;
 		b->count--;
 		b->first_seq++;
 		b->dropped++;
 	}
-	b->lines[(b->head + b->count) % b->cap] = line;
+	if (b->count == b->alloc)
+		mbuf_grow(b);
+	b->lines[(b->head + b->count) % b->alloc] = line;
 	b->count++;
 }
 
@@ -93,10 +113,10 @@ mbuf_batch(const struct mbuf *b, size_t max, unsigned long long *end_seq)
 	if (n == 0)
 		return NULL;
 	for (i = 0; i < n; i++)
-		len += strlen(b->lines[(b->head + i) % b->cap]) + 1;
+		len += strlen(b->lines[(b->head + i) % b->alloc]) + 1;
 	body = xmalloc(len + 1);
 	for (i = 0; i < n; i++) {
-		const char *l = b->lines[(b->head + i) % b->cap];
+		const char *l = b->lines[(b->head + i) % b->alloc];
 		size_t k = strlen(l);
 		memcpy(body + off, l, k);
 		off += k;
@@ -114,9 +134,16 @@ mbuf_ack(struct mbuf *b, unsigned long long end_seq)
 	while (b->count > 0 && b->first_seq < end_seq) {
 		free(b->lines[b->head]);
 		b->lines[b->head] = NULL;
-		b->head = (b->head + 1) % b->cap;
+		b->head = (b->head + 1) % b->alloc;
 		b->count--;
 		b->first_seq++;
+	}
+	if (b->count == 0 && b->alloc > MBUF_MIN_SLOTS) {
+		/* delivered after a backlog: give the large array back */
+		free(b->lines);
+		b->lines = NULL;
+		b->alloc = 0;
+		b->head = 0;
 	}
 }
 

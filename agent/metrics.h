@@ -20,15 +20,20 @@
  * acknowledged even when older lines were dropped meanwhile.
  */
 struct mbuf {
-	char			**lines;
+	char			**lines;	/* ring of alloc slots */
 	size_t			  cap;
+	size_t			  alloc;	/* slots allocated: grows up to cap */
 	size_t			  head;
 	size_t			  count;
 	unsigned long long	  first_seq;
 	unsigned long long	  dropped;	/* lines lost to the bound, ever */
 };
 
-/** An empty buffer of at most cap lines (cap >= 1). Free with mbuf_free. */
+/**
+ * An empty buffer of at most cap lines (cap >= 1). Free with mbuf_free.
+ * Its array grows with the lines held and is given back when a delivery
+ * empties it, so an idle agent keeps no slots for cap lines.
+ */
 void mbuf_init(struct mbuf *b, size_t cap);
 /** Free every line and the array. */
 void mbuf_free(struct mbuf *b);

@@ -42,7 +42,11 @@ void ops_write_now(void);
 /** The state changed: rewrite the state file, at most once a second. */
 void ops_dirty(void);
 
-/** A call of kind c succeeded (its wall time is kept). */
+/**
+ * A call of kind c succeeded (its wall time is kept). The state file is
+ * rewritten soon for the first success and one after an error, else by
+ * the 10 s refresh.
+ */
 void ops_note_ok(enum ops_call c);
 
 /** A server call failed: what (e.g. "ask") and msg (copied, one line). */

@@ -427,7 +427,7 @@ status_state(struct report *r, const cJSON *st)
 	}
 	if (st == NULL) {
 		check(r, "agent state", !r->agent_pid, C_OTHER, "the agent writes "
-		    "runtime/status.json every 10 s: restart it with `devopsAgent "
+		    "runtime/status.json every 10-15 s: restart it with `devopsAgent "
 		    "stop` and `devopsAgent start`", "%s", r->agent_pid ?
 		    "runtime/status.json missing or unreadable" :
 		    "no runtime/status.json (the agent has not run here yet)");

@@ -117,6 +117,13 @@ timer_set(struct timer *t, int64_t delay_ms)
 	timers = t;
 }
 
+/* Allow a timer to run late, to share a wakeup (ev.h). */
+void
+timer_set_slack(struct timer *t, int64_t slack_ms)
+{
+	t->slack = slack_ms > 0 ? slack_ms : 0;
+}
+
 /* Milliseconds until a timer fires, or -1. */
 int64_t
 timer_remaining(const struct timer *t)
@@ -227,7 +234,7 @@ ev_run_once(int max_wait_ms)
 	struct timer *t;
 
 	for (t = timers; t != NULL; t = t->next) {
-		int64_t left = t->due - now;
+		int64_t left = t->due + t->slack - now;
 		if (left < wait)
 			wait = left < 0 ? 0 : left;
 	}

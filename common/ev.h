@@ -18,6 +18,7 @@ struct timer {
 	int64_t		 due;		/* mono_ms() deadline */
 	int		 armed;
 	struct timer	*next;
+	int64_t		 slack;		/* ms it may run late (idle cost) */
 };
 
 typedef void (*ev_fd_fn)(int fd, short revents, void *arg);
@@ -36,6 +37,17 @@ void timer_set(struct timer *t, int64_t delay_ms);
 void timer_cancel(struct timer *t);
 /** Milliseconds until t fires; -1 when not armed. */
 int64_t timer_remaining(const struct timer *t);
+
+/* --- timer slack (idle cost) --- */
+/**
+ * Let t run up to slack_ms (>= 0) after its deadline, so that it shares a
+ * wakeup the loop has anyway (an HTTP answer, another timer) instead of
+ * waking the process for itself: once due it runs at the next loop turn,
+ * and the loop sleeps at most until deadline + slack for it. For periodic
+ * housekeeping whose exact moment does not matter. Kept across timer_set;
+ * 0 (the default of timer_init) runs t on time.
+ */
+void timer_set_slack(struct timer *t, int64_t slack_ms);
 
 /** Watch fd for poll(2) events; fn runs from the loop. Max 64 fds. 0 or -1. */
 int ev_fd_add(int fd, short events, ev_fd_fn fn, void *arg);

@@ -102,6 +102,34 @@ fail:
 	return -1;
 }
 
+/* Temp file + rename without fsync, for live snapshots (fsutil.h). */
+int
+fs_write_replace(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	int fd, saved;
+
+	if ((fd = temp_beside(path, tmp, sizeof(tmp))) == -1)
+		return -1;
+	if (fs_write_all(fd, data, len) == -1 || fchmod(fd, mode) == -1)
+		goto fail;
+	if (close(fd) == -1) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) == -1)
+		goto fail;
+	return 0;
+fail:
+	saved = errno;
+	if (fd != -1)
+		close(fd);
+	unlink(tmp);
+	errno = saved;
+	return -1;
+}
+
 /* Read all of fd (at most max_bytes) into a new NUL-terminated buffer. */
 static int
 read_fd(int fd, size_t max_bytes, char **out, size_t *len)

@@ -1,4 +1,5 @@
 /* test_common.c - util, base64, md5, fsutil, envlist, lock, log redaction. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -87,6 +88,34 @@ TEST(atomic_write_and_bounded_read)
 	CHECK(fs_read_file(path, 100, &buf, &len) == 0);
 	CHECK_STR(buf, "hello");
 	free(buf);
+	free(path);
+}
+
+/* fs_write_replace: same replace semantics as fs_write_atomic, no temp left. */
+TEST(replace_write_keeps_mode_and_old_file_on_failure)
+{
+	char *path = xasprintf("%s/snap", dir), *buf = NULL;
+	size_t len = 0;
+	struct stat st;
+	DIR *d;
+	struct dirent *e;
+	int temps = 0;
+
+	CHECK(fs_write_replace(path, "one", 3, 0644) == 0);
+	CHECK(fs_write_replace(path, "second", 6, 0640) == 0);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0640);
+	CHECK(fs_read_file(path, 100, &buf, &len) == 0 && len == 6);
+	CHECK_STR(buf, "second");
+	free(buf);
+	CHECK(fs_write_replace("/nonexistent-dir/x", "y", 1, 0600) == -1 &&
+	    errno == ENOENT);
+	CHECK((d = opendir(dir)) != NULL);
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (strncmp(e->d_name, ".snap.tmp", 9) == 0)
+			temps++;
+	if (d != NULL)
+		closedir(d);
+	CHECK(temps == 0);
 	free(path);
 }
 
@@ -223,6 +252,7 @@ main(void)
 	RUN(base64_round_trip);
 	RUN(md5_known_values);
 	RUN(atomic_write_and_bounded_read);
+	RUN(replace_write_keeps_mode_and_old_file_on_failure);
 	RUN(mkdir_p_and_rm_rf);
 	RUN(envlist_overrides);
 	RUN(lock_excludes_second_holder);

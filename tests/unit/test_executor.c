@@ -558,6 +558,37 @@ TEST(shutdown_stops_running_tasks)
 	exec_free(e);
 }
 
+static int slack_fired[2];
+
+/* A timer callback of timer_slack_shares_a_wakeup: counts its firing. */
+static void
+slack_fire(void *arg)
+{
+	slack_fired[*(int *)arg]++;
+}
+
+/*
+ * A due timer with slack does not wake the loop by itself: the turn sleeps
+ * until the other timer, and both fire at that one wakeup (without slack
+ * the turn would return at once with only the first fired).
+ */
+TEST(timer_slack_shares_a_wakeup)
+{
+	static int ids[2] = { 0, 1 };
+	struct timer lazy, strict;
+
+	timer_init(&lazy, "lazy", slack_fire, &ids[0]);
+	timer_init(&strict, "strict", slack_fire, &ids[1]);
+	timer_set_slack(&lazy, 60000);
+	timer_set(&lazy, 0);
+	timer_set(&strict, 30);
+	ev_run_once(10000);
+	CHECK(slack_fired[0] == 1);
+	CHECK(slack_fired[1] == 1);
+	timer_cancel(&lazy);
+	timer_cancel(&strict);
+}
+
 int
 main(void)
 {
@@ -574,6 +605,7 @@ main(void)
 	if (ev_init() == -1 || http_init(&hs) == -1 ||
 	    ev_signal(SIGCHLD, on_chld, NULL) == -1)
 		return 1;
+	RUN(timer_slack_shares_a_wakeup);
 	RUN(id_validation);
 	if (fs_mkdir_p(ws, 0755) == -1)
 		return 1;

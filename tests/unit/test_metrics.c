@@ -52,6 +52,51 @@ TEST(buffer_is_bounded_and_drops_oldest)
 	mbuf_free(&b);
 }
 
+/*
+ * The array grows with the lines held, keeping their order when the ring
+ * has wrapped, and is given back when a delivery empties a backlog.
+ */
+TEST(buffer_grows_in_order_and_shrinks_when_delivered)
+{
+	struct mbuf b;
+	unsigned long long end;
+	char *body, want[8];
+	size_t i, len;
+	int ok = 1;
+
+	mbuf_init(&b, 500);
+	CHECK(b.alloc == 0);
+	for (i = 0; i < 40; i++)
+		mbuf_push(&b, xasprintf("a%zu", i));
+	body = mbuf_batch(&b, 30, &end);
+	free(body);
+	mbuf_ack(&b, end);		/* head is now inside the array */
+	CHECK(b.count == 10 && b.head == 30 && b.alloc == 64);
+	for (i = 0; i < 200; i++)	/* wraps, then grows twice */
+		mbuf_push(&b, xasprintf("b%zu", i));
+	CHECK(b.count == 210 && b.alloc == 256 && b.dropped == 0);
+	body = mbuf_batch(&b, 1000, &end);
+	CHECK(body != NULL);
+	if (body == NULL)
+		return;
+	len = 0;
+	for (i = 0; i < 210 && ok; i++) {
+		snprintf(want, sizeof(want), i < 10 ? "a%zu\n" : "b%zu\n",
+		    i < 10 ? i + 30 : i - 10);
+		ok = strncmp(body + len, want, strlen(want)) == 0;
+		len += strlen(want);
+	}
+	CHECK(ok && body[len] == '\0');
+	free(body);
+	mbuf_ack(&b, end);
+	CHECK(b.count == 0 && b.alloc == 0 && b.lines == NULL);
+	mbuf_push(&b, xstrdup("c"));
+	body = mbuf_batch(&b, 10, &end);
+	CHECK_STR(body, "c\n");
+	free(body);
+	mbuf_free(&b);
+}
+
 TEST(floats_like_telegraf)
 {
 	char buf[400];
@@ -109,6 +154,7 @@ main(void)
 {
 	log_set_level(LOG_ERROR);
 	RUN(buffer_is_bounded_and_drops_oldest);
+	RUN(buffer_grows_in_order_and_shrinks_when_delivered);
 	RUN(floats_like_telegraf);
 	RUN(collect_writes_telegraf_points);
 	return t_done();
