@@ -192,16 +192,16 @@ $(TIDY_RUNS): tidy/%: | deps-analysis
 # and plots of them (build/bench/report), `make bench-docs` puts them into
 # docs/benchmarks.md and docs/img.
 bench: all | deps-bench
-	$(PYTHON) bench/build_latency.py
-	@[ ! -f bench/restart_latency.py ] || $(PYTHON) bench/restart_latency.py
 	$(PYTHON) bench/memory.py	# memory: idle, 16 and 64 builds
-	$(PYTHON) bench/idle_cost.py	# idle CPU and wakeups
-	$(PYTHON) bench/server_load.py
-	$(PYTHON) bench/queue_throughput.py	# Redis task queue
-	$(PYTHON) bench/docker_pickup.py	# container builds
+	$(PYTHON) bench/idle_cost.py	# idle CPU and wakeups (5 min)
+	$(PYTHON) bench/server_load.py	# requests per idle minute, ask and legacy
+	$(PYTHON) bench/restart_latency.py	# kill -9 to a new agent, beside a trivial program
+	$(PYTHON) bench/build_latency.py	# pickup: claim to exec, queue to exec, slot re-claim
 	$(PYTHON) bench/scale.py	# scale on one machine: 300 builds, cap 64
 	$(PYTHON) bench/throughput.py	# throughput: task output vs cat, upgrade download vs curl+md5sum
 	$(PYTHON) bench/fleet.py	# fleet: 100-400 agents, one fake server, a 60 s outage (~15 min)
+	$(PYTHON) bench/queue_throughput.py	# Redis task queue
+	$(PYTHON) bench/docker_pickup.py	# container builds
 	$(PYTHON) bench/report.py
 
 bench-docs: | deps-bench

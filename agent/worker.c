@@ -202,12 +202,16 @@ worker_jar_check(struct build *b)
 	return 0;
 }
 
-/* Write one per-build file (mode, owner of the build user). */
+/* Write one per-build file (mode, owner of the build user). Replaced by
+   rename, not fsynced: the scripts and the error file serve this launch
+   only (a machine crash ends the build anyway, and the journal, which is
+   fsynced, says what to report), and their fsyncs were most of the time
+   from a claim to the worker's exec. */
 static int
 write_build_file(const char *path, const char *text, mode_t mode,
     const struct spawn_opts *o)
 {
-	if (fs_write_atomic(path, text, strlen(text), mode) == -1)
+	if (fs_write_replace(path, text, strlen(text), mode) == -1)
 		return -1;
 	/* lchown: build_tmp is world-writable; a symlink swapped in after the
 	 * rename must not hand its target to the build user. */
