@@ -9,8 +9,11 @@ GOAGENT_RSS_MB = (30, 50)   # GoAgent with its embedded telegraf (agent-behaviou
 
 
 def smaps(pid: int) -> dict:
-    """RSS, PSS and USS (private pages) of pid in KiB, from /proc/<pid>/smaps_rollup."""
-    out = {"rss": 0, "pss": 0, "uss": 0}
+    """RSS, PSS, USS (private pages) and dirty (the private pages that are
+    dirty: heap, stacks, relocated library data; what no other process can
+    share and the kernel cannot drop) of pid in KiB, from
+    /proc/<pid>/smaps_rollup."""
+    out = {"rss": 0, "pss": 0, "uss": 0, "dirty": 0}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             k, _, v = line.partition(":")
@@ -20,6 +23,8 @@ def smaps(pid: int) -> dict:
                 out["pss"] = int(v.split()[0])
             elif k in ("Private_Clean", "Private_Dirty"):
                 out["uss"] += int(v.split()[0])
+                if k == "Private_Dirty":
+                    out["dirty"] += int(v.split()[0])
     return out
 
 

@@ -3,10 +3,16 @@
 
 devopsDaemon starts devopsAgent against the fake BK-CI server with the
 normal periods (no test knob), the host-metrics collector and the pipeline
-part on, as a GoAgent HEAD has, and devops.parallel.task.count=64. Beside
-it, a second agent with the collector off runs against its own server for
-the collector's cost. After --idle seconds the USS (private pages), PSS and
-VmRSS of each process and their thread counts are recorded. Then builds
+part on, as a GoAgent HEAD has, and devops.parallel.task.count=64. After
+--idle seconds alone on the host, the USS (private pages), PSS and VmRSS of
+each process and their thread counts are recorded. USS counts every page
+of a shared library that no other process maps, so an agent alone on a
+host has a larger USS than one beside another user of libcurl and OpenSSL:
+the alone figure is the one to set beside GoAgent's (a static Go binary,
+measured alone). Then a second agent, with the collector off, runs beside
+it against its own server: the first agent's USS then is what each further
+agent on a host costs, and the difference between the two is the
+collector's cost. The second agent is stopped again before builds
 that stay running (the worker stand-in runs `sleep`) are queued until 16
 and then 64 run at once, and the agent and daemon are measured again. The
 sizes of the three binaries and of the shared libraries each links (ldd)
@@ -216,11 +222,6 @@ def main() -> int:
                               env={k: v for k, v in os.environ.items()
                                    if k != "DEVOPS_AGENT_TEST_FAST"})
     off = None
-    if ci_off is not None:
-        off_dir = os.path.join(root, "collector-off")
-        layout_install_dir(off_dir, ci_off)
-        write_properties(off_dir, ci_off, dict(PROPS, **{"devops.agent.collectorOn": "false"}))
-        off = benchlib.start_agent(off_dir)
     try:
         end = time.monotonic() + 15
         while not read_pid(install, "agent") and time.monotonic() < end:
@@ -230,15 +231,34 @@ def main() -> int:
             print("memory: the daemon did not start the agent", file=sys.stderr)
             return 1
         time.sleep(args.idle)
-        if not alive(agent) or daemon.poll() is not None or (off and off.poll() is not None):
+        if not alive(agent) or daemon.poll() is not None:
             print("memory: a process exited during the idle run", file=sys.stderr)
             return 1
-        idle_note = (f"after {args.idle:.0f} s idle, normal periods, collector and "
-                     f"pipeline part on")
-        on = record("idle", "agent", agent, idle_note)
+        idle_note = (f"alone on the host after {args.idle:.0f} s idle, normal periods, "
+                     f"collector and pipeline part on")
+        record("idle", "agent", agent, idle_note)
+        dirty = benchlib.smaps(agent)["dirty"]
+        benchlib.figure(BENCH, "agent.dirty.idle", "agent private dirty pages, idle", dirty,
+                        "KiB", note="heap, stacks, relocated library data: what no other "
+                        "process can share and the kernel cannot drop")
         record_parts(agent, "devopsAgent")
         record("idle", "daemon", daemon.pid, idle_note)
-        if off is not None:
+        if ci_off is not None:
+            off_dir = os.path.join(root, "collector-off")
+            layout_install_dir(off_dir, ci_off)
+            write_properties(off_dir, ci_off,
+                             dict(PROPS, **{"devops.agent.collectorOn": "false"}))
+            off = benchlib.start_agent(off_dir)
+            time.sleep(min(args.idle, 30.0))
+            if off.poll() is not None or not alive(agent):
+                print("memory: an agent exited during the side-by-side run", file=sys.stderr)
+                return 1
+            beside = benchlib.smaps(agent)["uss"]
+            benchlib.figure(BENCH, "agent.uss.beside", "agent USS, idle, beside a second "
+                            "agent", beside, "KiB", goal=f"< {GOAL_AGENT_USS_KIB / 1024:.1f} MB",
+                            met=beside < GOAL_AGENT_USS_KIB,
+                            note="the library pages both map count for neither: what one "
+                            "more agent on a host costs")
             # Both agents side by side, five samples a second apart: the median
             # difference (one sample moves by tens of KiB with a request in flight).
             diffs = []
@@ -271,7 +291,7 @@ def main() -> int:
             if not alive(agent):
                 print("memory: the agent exited with builds running", file=sys.stderr)
                 return 1
-            note = f"{n} builds running (worker stand-ins sleeping)"
+            note = f"{n} builds running (worker stand-ins sleeping), alone on the host"
             record(f"{n} builds", "agent", agent, note)
             record(f"{n} builds", "daemon", daemon.pid, note)
         lib_sizes()

@@ -88,11 +88,16 @@ def table(recs) -> str:
 
 
 def plots(results: Path, out: Path) -> list:
-    """Draw every recorded series; returns the PNG paths written.
+    """Draw the recorded series; returns the PNG paths written.
 
-    A series is a dict with "title", "xlabel", "ylabel" and "lines": a list
-    of {"label", "x", "y"}; or "samples": {label: [values]}, drawn as the
-    sorted values (a quantile plot), which suits latencies."""
+    A series with "lines" (a list of {"label", "x", "y"}) or "samples"
+    ({label: [values]}, drawn as sorted values: a quantile plot, which
+    suits latencies) gets a plot of its own, titled by its "title" and
+    labelled by "xlabel"/"ylabel". Series with a plain "x" and "y" (a curve
+    over time, like the fleet's reconnects) are drawn together, one plot per
+    bench and key prefix (<bench>-<prefix>.png): y divided by "idle_rps"
+    when the series has it, the span "outage" ([from, to] in x) shaded.
+    Other series (raw data for readers) are not drawn."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -101,38 +106,56 @@ def plots(results: Path, out: Path) -> list:
         print("report: no matplotlib (Debian: python3-matplotlib); no plots drawn",
               file=sys.stderr)
         return []
-    written = []
+    written, curves = [], {}
     for p in sorted(results.glob("*.*.json")):
         try:
             data = json.loads(p.read_text())
         except ValueError:
             print(f"report: {p.name} is not JSON; skipped", file=sys.stderr)
             continue
+        if "x" in data and "y" in data:
+            bench, key = p.stem.split(".", 1)
+            curves.setdefault(f"{bench}-{key.split('.')[0]}", []).append(data)
+            continue
+        if "lines" not in data and "samples" not in data:
+            continue
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
         for line in data.get("lines", []):
             ax.plot(line["x"], line["y"], label=line.get("label", ""))
         for label, values in data.get("samples", {}).items():
-            s = sorted(values)
-            n = len(s)
-            ax.plot([100.0 * (i + 0.5) / n for i in range(n)], s, marker=".",
+            v = sorted(values)
+            ax.plot([100.0 * (i + 0.5) / len(v) for i in range(len(v))], v, marker=".",
                     label=label)
-        for x, label in data.get("marks", []):
-            ax.axvline(x, color="grey", linestyle=":")
-            ax.annotate(label, (x, 0.97), xycoords=("data", "axes fraction"),
-                        fontsize=8, ha="left", va="top")
         ax.set_title(data.get("title", p.stem))
         ax.set_xlabel(data.get("xlabel", "percentile" if "samples" in data else ""))
         ax.set_ylabel(data.get("ylabel", ""))
-        if data.get("logy"):
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        dest = out / (p.stem.replace(".", "-") + ".png")
-        fig.savefig(dest, metadata={"Software": None})
-        plt.close(fig)
-        written.append(dest)
+        written.append(save(plt, fig, ax, out / (p.stem.replace(".", "-") + ".png")))
+    for name, group in sorted(curves.items()):
+        fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+        norm = all(d.get("idle_rps") for d in group)
+        for d in group:
+            y = [v / d["idle_rps"] for v in d["y"]] if norm else d["y"]
+            ax.plot(d["x"], y, label=d.get("title", ""), linewidth=1)
+        spans = {tuple(d["outage"]) for d in group if "outage" in d}
+        for a, b in spans:
+            ax.axvspan(a, b, color="grey", alpha=0.15)
+        if norm:
+            ax.axhline(2.0, color="red", linestyle=":", linewidth=1)
+        ax.set_title(name.replace("-", ": "))
+        ax.set_xlabel(group[0].get("xlabel", ""))
+        ax.set_ylabel("requests/s / idle requests/s" if norm else group[0].get("ylabel", ""))
+        written.append(save(plt, fig, ax, out / f"{name}.png"))
     return written
+
+
+def save(plt, fig, ax, dest: Path) -> Path:
+    """Finish a plot (grid, legend) and write it to dest."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(dest, metadata={"Software": None})
+    plt.close(fig)
+    return dest
 
 
 def main() -> int:
