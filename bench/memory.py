@@ -126,8 +126,8 @@ def record_parts(pid: int, exe: str) -> None:
     libs = {k: v for k, v in parts.items() if k not in own and not k.startswith("[")}
     top = ", ".join(f"{k} {v}" for k, v in list(libs.items())[:6])
     benchlib.figure(BENCH, "agent.uss.heap", "agent USS: malloc heap", parts.get("[heap]", 0),
-                    "KiB", note="about half is the libraries' own start-up (GnuTLS via "
-                    "librtmp, OpenSSL, libstdc++ via ICU/libxml2/libarchive)")
+                    "KiB", note="much of it is the libraries' own start-up (GnuTLS's tables, "
+                    "loaded through librtmp, a dependency of Debian's libcurl; OpenSSL)")
     benchlib.figure(BENCH, "agent.uss.binary", "agent USS: its own binary", parts.get(exe, 0),
                     "KiB", note="text and data pages only this process maps")
     benchlib.figure(BENCH, "agent.uss.anon", "agent USS: stack and anonymous maps",

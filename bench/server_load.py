@@ -13,7 +13,8 @@ Anchor: GoAgent HEAD sends 13 asks plus its metrics per idle minute (one ask
 every 5 s plus the request time). Goal: at most 13 asks a minute in ask
 mode, and in legacy mode no more than GoAgent's legacy loops send (a status
 check and a build pull every 5 s, a heartbeat every 10 s, an upgrade check
-every 20 s, a pipeline poll every 30 s: 35 a minute plus metrics).
+every 20 s, a pipeline poll every 30 s and its metrics twice a minute: 37
+a minute).
 
 Prints one line per figure; never fails on a number.
 
@@ -91,8 +92,9 @@ def main() -> int:
                 else:
                     benchlib.figure(BENCH, "legacy.total",
                                     "requests per idle minute, legacy mode", round(total, 1),
-                                    "req/min", anchor="35 (status 12, build pull 12, heartbeat 6, upgrade 3, pipeline 2)",
-                                    goal="<= 35", met=total <= 35,
+                                    "req/min", anchor="37 (status 12, build pull 12, heartbeat 6, upgrade 3, "
+                                    "pipeline 2, metrics 2)",
+                                    goal="<= 37", met=total <= 37,
                                     note=f"per endpoint: {parts}")
         finally:
             for ci, p in runs.values():
