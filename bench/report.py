@@ -31,6 +31,9 @@ import benchlib  # noqa: E402
 ORDER = ["memory", "idle_cost", "server_load", "restart_latency", "pickup",
          "scale", "throughput", "fleet"]
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+SECTIONS = {"memory": "Memory", "idle_cost": "Idle cost", "server_load": "Server load",
+            "restart_latency": "Restart", "pickup": "Pickup", "scale": "Scale",
+            "throughput": "Throughput", "fleet": "Fleet"}
 
 
 def load(results: Path):
@@ -64,27 +67,46 @@ def cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def label_of(r) -> str:
+    """A record's label without a leading "<Section>: " the table shows anyway."""
+    sec = SECTIONS.get(r["bench"], r["bench"])
+    label = r["label"]
+    if label.lower().startswith(sec.lower() + ": "):
+        label = label[len(sec) + 2:]
+    return label
+
+
 def table(recs) -> str:
-    """The Markdown table, then the machines it was measured on."""
+    """The figure table (every figure with a GoAgent anchor or a goal, one
+    section row per bench), the machines, then every figure with its note."""
     machines = []
+    for r in recs:
+        if r.get("machine", "unknown") not in machines:
+            machines.append(r.get("machine", "unknown"))
     rows = ["| Figure | Ours | GoAgent | Goal | Verdict | Machine | Date | Commit |",
             "|---|---|---|---|---|---|---|---|"]
+    detail = ["| Figure | Value | How it was measured |", "|---|---|---|"]
+    section = None
     for r in recs:
-        m = r.get("machine", "unknown")
-        if m not in machines:
-            machines.append(m)
+        sec = SECTIONS.get(r["bench"], r["bench"])
+        value = f"{shown(r['value'])} {r['unit']}".strip()
+        detail.append("| " + " | ".join(cell(x) for x in (
+            f"{sec}: {label_of(r)}", value, r.get("note") or "")) + " |")
+        if not (r.get("anchor") or r.get("goal")):
+            continue
+        if sec != section:
+            rows.append(f"| **{sec}** | | | | | | | |")
+            section = sec
         verdict = {True: "met", False: "**missed**", None: ""}[r.get("met")]
         date = datetime.datetime.fromtimestamp(r["time"], datetime.timezone.utc)
-        label = r["label"] + (f" ({r['note']})" if r.get("note") else "")
         rows.append("| " + " | ".join(cell(x) for x in (
-            f"{r['bench']}: {label}", f"{shown(r['value'])} {r['unit']}",
-            r.get("anchor") or "-", r.get("goal") or "-", verdict,
-            f"m{machines.index(m) + 1}", date.strftime("%Y-%m-%d"),
-            r.get("commit", "unknown"))) + " |")
-    rows.append("")
-    for i, m in enumerate(machines):
-        rows.append(f"- m{i + 1}: {m}")
-    return "\n".join(rows) + "\n"
+            label_of(r), value, r.get("anchor") or "-", r.get("goal") or "-", verdict,
+            f"m{machines.index(r.get('machine', 'unknown')) + 1}",
+            date.strftime("%Y-%m-%d"), r.get("commit", "unknown"))) + " |")
+    out = rows + [""] + [f"- m{i + 1}: {m}" for i, m in enumerate(machines)]
+    out += ["", "<details><summary>Every figure of the run, with how it was measured"
+            "</summary>", ""] + detail + ["", "</details>"]
+    return "\n".join(out) + "\n"
 
 
 def plots(results: Path, out: Path) -> list:
