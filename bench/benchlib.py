@@ -4,6 +4,7 @@ of a process and percentiles."""
 import os
 import signal
 import subprocess
+import time as _time
 
 GOAGENT_RSS_MB = (30, 50)   # GoAgent with its embedded telegraf (agent-behaviour §10)
 
@@ -45,6 +46,60 @@ def start_agent(install: str, fast: bool = False) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def read_pid(install: str, name: str) -> int:
+    """The pid in <install>/runtime/<name>.pid, 0 when none yet."""
+    try:
+        with open(os.path.join(install, "runtime", name + ".pid")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def alive(pid: int) -> bool:
+    """True when pid runs (and is no zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_daemon(install: str, timeout: float = 15.0):
+    """Start <install>/devopsDaemon in its own session with the normal periods
+    and wait up to timeout s for the agent it starts. Returns (Popen of the
+    daemon, agent pid); the pid is 0 when no agent came up (stop the daemon
+    with stop_daemon all the same)."""
+    daemon = subprocess.Popen(["./devopsDaemon"], cwd=install, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True,
+                              env={k: v for k, v in os.environ.items()
+                                   if k != "DEVOPS_AGENT_TEST_FAST"})
+    end = _time.monotonic() + timeout
+    while not read_pid(install, "agent") and _time.monotonic() < end:
+        _time.sleep(0.05)
+    return daemon, read_pid(install, "agent")
+
+
+def stop_daemon(daemon: subprocess.Popen, install: str) -> None:
+    """SIGTERM the daemon (SIGKILL of its session after 10 s), then the agent
+    of install if it still runs, waiting up to 10 s for it to exit."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait(5)
+    agent = read_pid(install, "agent")
+    if agent and alive(agent):
+        try:
+            os.kill(agent, signal.SIGTERM)
+        except OSError:
+            pass
+        end = _time.monotonic() + 10
+        while alive(agent) and _time.monotonic() < end:
+            _time.sleep(0.1)
+
+
 def stop_agent(p: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL its session after 10 s."""
     if p.poll() is None:
@@ -63,7 +118,6 @@ def stop_agent(p: subprocess.Popen) -> None:
 # <results>/<bench>.<key>.json. <results> is $BENCH_RESULTS, else build/bench.
 
 import json as _json
-import time as _time
 from pathlib import Path as _Path
 
 _REPO = _Path(__file__).resolve().parents[1]

@@ -31,7 +31,6 @@ Usage: bench/idle_cost.py [--minutes 5] [--warmup 20]
 
 import argparse
 import os
-import signal
 import shutil
 import subprocess
 import sys
@@ -49,15 +48,6 @@ BENCH = "idle_cost"
 TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
 GOAL_CPU_MS = 10
 GOAL_WAKEUPS = 30
-
-
-def read_pid(install: str, name: str) -> int:
-    """The pid in <install>/runtime/<name>.pid, 0 when none yet."""
-    try:
-        with open(os.path.join(install, "runtime", name + ".pid")) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
 
 
 def counters(pid: int) -> dict:
@@ -84,15 +74,6 @@ def counters(pid: int) -> dict:
         except OSError:
             continue        # a thread that ended in between
     return out
-
-
-def alive(pid: int) -> bool:
-    """1 when pid runs (and is no zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def mount_of(path: str) -> str:
@@ -146,16 +127,8 @@ def main() -> int:
     layout_install_dir(install, ci)
     write_properties(install, ci, {"devops.agent.collectorOn": "true",
                                    "devops.pipeline.enable": "true"})
-    daemon = subprocess.Popen(["./devopsDaemon"], cwd=install, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True,
-                              env={k: v for k, v in os.environ.items()
-                                   if k != "DEVOPS_AGENT_TEST_FAST"})
+    daemon, agent = benchlib.start_daemon(install)
     try:
-        end = time.monotonic() + 15
-        while not read_pid(install, "agent") and time.monotonic() < end:
-            time.sleep(0.05)
-        agent = read_pid(install, "agent")
         if not agent:
             print("idle_cost: the daemon did not start the agent", file=sys.stderr)
             return 1
@@ -163,7 +136,7 @@ def main() -> int:
         a0, d0 = counters(agent), counters(daemon.pid)
         n0 = len(ci.requests())
         time.sleep(args.minutes * 60)
-        if not alive(agent) or daemon.poll() is not None:
+        if not benchlib.alive(agent) or daemon.poll() is not None:
             print("idle_cost: a process exited during the idle run", file=sys.stderr)
             return 1
         a1, d1 = counters(agent), counters(daemon.pid)
@@ -173,21 +146,7 @@ def main() -> int:
                         (len(ci.requests()) - n0) / args.minutes, "/min",
                         anchor="16", note="every call to the server in the same minutes")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(5)
-        agent = read_pid(install, "agent")
-        if agent and alive(agent):
-            try:
-                os.kill(agent, signal.SIGTERM)
-            except OSError:
-                pass
-            end = time.monotonic() + 10
-            while alive(agent) and time.monotonic() < end:
-                time.sleep(0.1)
+        benchlib.stop_daemon(daemon, install)
         ci.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0

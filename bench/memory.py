@@ -56,15 +56,6 @@ PROPS = {"devops.agent.collectorOn": "true", "devops.pipeline.enable": "true",
          "devops.parallel.task.count": "64"}
 
 
-def read_pid(install: str, name: str) -> int:
-    """The pid in <install>/runtime/<name>.pid, 0 when none yet."""
-    try:
-        with open(os.path.join(install, "runtime", name + ".pid")) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
 def threads(pid: int) -> int:
     """Threads of pid (/proc/<pid>/status)."""
     with open(f"/proc/{pid}/status") as f:
@@ -72,15 +63,6 @@ def threads(pid: int) -> int:
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     return 0
-
-
-def alive(pid: int) -> bool:
-    """1 when pid runs (and is no zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def record(tag: str, what: str, pid: int, note: str) -> dict:
@@ -216,22 +198,14 @@ def main() -> int:
     install = os.path.join(root, "agent")
     layout_install_dir(install, ci)
     write_properties(install, ci, PROPS)
-    daemon = subprocess.Popen(["./devopsDaemon"], cwd=install, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True,
-                              env={k: v for k, v in os.environ.items()
-                                   if k != "DEVOPS_AGENT_TEST_FAST"})
+    daemon, agent = benchlib.start_daemon(install)
     off = None
     try:
-        end = time.monotonic() + 15
-        while not read_pid(install, "agent") and time.monotonic() < end:
-            time.sleep(0.05)
-        agent = read_pid(install, "agent")
         if not agent:
             print("memory: the daemon did not start the agent", file=sys.stderr)
             return 1
         time.sleep(args.idle)
-        if not alive(agent) or daemon.poll() is not None:
+        if not benchlib.alive(agent) or daemon.poll() is not None:
             print("memory: a process exited during the idle run", file=sys.stderr)
             return 1
         idle_note = (f"alone on the host after {args.idle:.0f} s idle, normal periods, "
@@ -250,7 +224,7 @@ def main() -> int:
                              dict(PROPS, **{"devops.agent.collectorOn": "false"}))
             off = benchlib.start_agent(off_dir)
             time.sleep(min(args.idle, 30.0))
-            if off.poll() is not None or not alive(agent):
+            if off.poll() is not None or not benchlib.alive(agent):
                 print("memory: an agent exited during the side-by-side run", file=sys.stderr)
                 return 1
             beside = benchlib.smaps(agent)["uss"]
@@ -288,7 +262,7 @@ def main() -> int:
                 print(f"memory: only {got} of {n} builds started", file=sys.stderr)
                 return 1
             time.sleep(2)
-            if not alive(agent):
+            if not benchlib.alive(agent):
                 print("memory: the agent exited with builds running", file=sys.stderr)
                 return 1
             note = f"{n} builds running (worker stand-ins sleeping), alone on the host"
@@ -298,21 +272,7 @@ def main() -> int:
     finally:
         if off is not None:
             benchlib.stop_agent(off)
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(5)
-        agent = read_pid(install, "agent")
-        if agent and alive(agent):
-            try:
-                os.kill(agent, signal.SIGTERM)
-            except OSError:
-                pass
-            end = time.monotonic() + 10
-            while alive(agent) and time.monotonic() < end:
-                time.sleep(0.1)
+        benchlib.stop_daemon(daemon, install)
         kill_builds(root)
         ci.stop()
         if ci_off is not None:

@@ -72,9 +72,11 @@ temp_beside(const char *path, char *tmp, size_t size)
 	return fd;
 }
 
-/* Temp file beside path, fsync, rename, fsync the directory. */
-int
-fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+/* Temp file beside path, rename over path; with durable, fsync the file
+   before the rename and the directory after it. */
+static int
+write_via_temp(const char *path, const void *data, size_t len, mode_t mode,
+    int durable)
 {
 	char tmp[PATH_MAX];
 	int fd, saved;
@@ -82,7 +84,7 @@ fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 	if ((fd = temp_beside(path, tmp, sizeof(tmp))) == -1)
 		return -1;
 	if (fs_write_all(fd, data, len) == -1 || fchmod(fd, mode) == -1 ||
-	    fsync(fd) == -1)
+	    (durable && fsync(fd) == -1))
 		goto fail;
 	if (close(fd) == -1) {
 		fd = -1;
@@ -91,7 +93,8 @@ fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 	fd = -1;
 	if (rename(tmp, path) == -1)
 		goto fail;
-	fsync_parent(path);
+	if (durable)
+		fsync_parent(path);
 	return 0;
 fail:
 	saved = errno;
@@ -102,32 +105,18 @@ fail:
 	return -1;
 }
 
-/* Temp file + rename without fsync, for live snapshots (fsutil.h). */
+/* Temp file beside path, fsync, rename, fsync the directory (fsutil.h). */
+int
+fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	return write_via_temp(path, data, len, mode, 1);
+}
+
+/* Temp file + rename without fsync, for files a power loss may take (fsutil.h). */
 int
 fs_write_replace(const char *path, const void *data, size_t len, mode_t mode)
 {
-	char tmp[PATH_MAX];
-	int fd, saved;
-
-	if ((fd = temp_beside(path, tmp, sizeof(tmp))) == -1)
-		return -1;
-	if (fs_write_all(fd, data, len) == -1 || fchmod(fd, mode) == -1)
-		goto fail;
-	if (close(fd) == -1) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) == -1)
-		goto fail;
-	return 0;
-fail:
-	saved = errno;
-	if (fd != -1)
-		close(fd);
-	unlink(tmp);
-	errno = saved;
-	return -1;
+	return write_via_temp(path, data, len, mode, 0);
 }
 
 /* Read all of fd (at most max_bytes) into a new NUL-terminated buffer. */

@@ -19,14 +19,15 @@
  */
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
-/* --- live snapshot files (idle cost) --- */
+/* --- files a power loss may take (idle cost, build pickup) --- */
 /**
  * Replace path with len bytes of data like fs_write_atomic (temp file in the
  * same directory, rename over path: readers never see a torn file) but
- * without the two fsync calls. Only for snapshots that are rewritten every
- * few seconds and lost harmlessly (after a power loss the file may be the
- * older version or empty until the next write): each fsync puts the process
- * to sleep on the disk several times. mode: permission bits of the new file.
+ * without the two fsync calls. Only for files whose loss in a power cut is
+ * harmless (the file may then be the older version or empty): live
+ * snapshots rewritten every few seconds (runtime/status.json), and the
+ * scripts of one worker launch. Each fsync puts the process to sleep on the
+ * disk several times. mode: permission bits of the new file.
  * Returns 0, or -1 with errno of the failing call (the temp file removed).
  */
 int fs_write_replace(const char *path, const void *data, size_t len, mode_t mode);
