@@ -46,6 +46,15 @@ def start_agent(install: str, fast: bool = False) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def status_kb(pid: int, key: str) -> int:
+    """A KiB field of /proc/<pid>/status (VmHWM, VmRSS ...), 0 when absent."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def read_pid(install: str, name: str) -> int:
     """The pid in <install>/runtime/<name>.pid, 0 when none yet."""
     try:

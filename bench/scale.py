@@ -53,15 +53,6 @@ def cpu_s(pid: int) -> float:
     return (int(w[11]) + int(w[12])) / TICK
 
 
-def status_kb(pid: int, key: str) -> int:
-    """A kB field of /proc/<pid>/status (VmHWM, VmRSS ...)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def is_worker(pid: str) -> bool:
     """True when child pid runs a build's prepare or start script (not a
     probe or a hook the agent runs now and then)."""
@@ -158,7 +149,7 @@ def main() -> int:
             print(f"scale: the agent exited ({agent.returncode})", file=sys.stderr)
             return 1
         cpu = cpu_s(agent.pid) - cpu0
-        hwm = status_kb(agent.pid, "VmHWM")
+        hwm = benchlib.status_kb(agent.pid, "VmHWM")
         sampler.close()
         bad = check(ci, ids)
         if not ok:

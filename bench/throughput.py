@@ -71,15 +71,6 @@ def producer(nbytes: int) -> str:
     return f"yes {LINE} | head -c {nbytes}"
 
 
-def status_kb(pid: int, key: str) -> int:
-    """A /proc/<pid>/status field in KiB (VmHWM, VmRSS)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds pid has used (itself, not its children)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -156,7 +147,7 @@ def run_pipeline(root: Path, nbytes: int, runs: int) -> dict:
                          if u["seqId"] == seq and u["status"] != "EXECUTING"), None)
         ci.queue_pipeline("echo warm", seq_id="warm")
         wait_for(lambda: finished("warm"), 60, "the warm-up pipeline task")
-        out["hwm_before"] = status_kb(p.pid, "VmHWM")
+        out["hwm_before"] = benchlib.status_kb(p.pid, "VmHWM")
         for i in range(runs):
             seq = f"big{i}"
             cpu0 = cpu_s(p.pid)
@@ -177,7 +168,7 @@ def run_pipeline(root: Path, nbytes: int, runs: int) -> dict:
             shutil.rmtree(task)
             out["cat"].append(baseline_cat(nbytes))
             out["file"].append(baseline_file(nbytes, install / "cat.out"))
-        out["hwm_after"] = status_kb(p.pid, "VmHWM")
+        out["hwm_after"] = benchlib.status_kb(p.pid, "VmHWM")
         if p.poll() is not None:
             raise BenchError("the agent exited during the pipeline runs")
     finally:
@@ -209,7 +200,7 @@ def run_queue(root: Path, nbytes: int, runs: int) -> dict:
         log = install / "logs" / "devopsAgent.log"
         wait_for(lambda: log.exists() and "queue: connected to redis" in
                  log.read_text(errors="replace"), 20, "the agent to connect to redis")
-        out["hwm_before"] = status_kb(p.pid, "VmHWM")
+        out["hwm_before"] = benchlib.status_kb(p.pid, "VmHWM")
         for i in range(runs):
             tid = f"q{i}"
 
@@ -242,7 +233,7 @@ def run_queue(root: Path, nbytes: int, runs: int) -> dict:
                                  f"stdout messages, want {nbytes}")
             shutil.rmtree(install / "queue_tasks" / tid, ignore_errors=True)
             out["cat"].append(baseline_cat(nbytes))
-        out["hwm_after"] = status_kb(p.pid, "VmHWM")
+        out["hwm_after"] = benchlib.status_kb(p.pid, "VmHWM")
         if p.poll() is not None:
             raise BenchError("the agent exited during the queue runs")
     finally:
