@@ -118,6 +118,8 @@ def test_rate_windows_let_two_builds_run_at_once(install_dir, fakeci, poll_mode)
             break
         time.sleep(0.05)
     assert max_running == 2, agent.read_log()[-3000:]
+    # Both builds end and are reported (the agent is not left mid-build).
+    assert fakeci.wait_for("finished", 2, timeout=30), agent.read_log()[-3000:]
     assert fakeci.rate_limited == [], fakeci.rate_limited
     assert_no_violations(fakeci)
 

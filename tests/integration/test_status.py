@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from conftest import SECRET_KEY, Agent, Daemon, wait_until, write_properties
+from conftest import SECRET_KEY, Agent, Daemon, processes_in, wait_until, write_properties
 
 
 def status(install_dir, *args):
@@ -47,6 +47,16 @@ def start_daemon(install_dir, fakeci):
     return d
 
 
+def stop_daemon_and_agent(install_dir, daemon):
+    """Stop the daemon, then its agent (which outlives the daemon by design)."""
+    agent_pid = int((install_dir / "runtime" / "agent.pid").read_text().split()[0])
+    daemon.stop()
+    if os.path.exists(f"/proc/{agent_pid}"):
+        os.kill(agent_pid, signal.SIGTERM)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{agent_pid}")
+                      or "Z" in open(f"/proc/{agent_pid}/stat").read().split()[2], timeout=15)
+
+
 def test_status_up_then_down(install_dir, fakeci):
     d = start_daemon(install_dir, fakeci)
     rc, out = status(install_dir, "--json")
@@ -73,19 +83,16 @@ def test_status_up_then_down(install_dir, fakeci):
     assert len(text.splitlines()) < 70
 
     # A running build shows with its pid and age.
-    build = fakeci.queue_build(script="sleep 30")
+    go = install_dir.parent / "build-may-end"
+    build = fakeci.queue_build(
+        script=f"for i in $(seq 600); do [ -e {go} ] && exit 0; sleep 0.1; done")
     assert wait_until(lambda: (state(install_dir) or {}).get("builds"), timeout=20)
     b = state(install_dir)["builds"][0]
     assert b["buildId"] == build["buildId"] and b["pid"] > 0
     rc, text = status(install_dir)
     assert f"build {build['buildId']}_" in text and f"pid {b['pid']}" in text
 
-    agent_pid = int((install_dir / "runtime" / "agent.pid").read_text().split()[0])
-    d.stop()
-    if os.path.exists(f"/proc/{agent_pid}"):
-        os.kill(agent_pid, signal.SIGTERM)
-    assert wait_until(lambda: not os.path.exists(f"/proc/{agent_pid}")
-                      or "Z" in open(f"/proc/{agent_pid}/stat").read().split()[2], timeout=15)
+    stop_daemon_and_agent(install_dir, d)
     rc, out = status(install_dir, "--json")
     doc = json.loads(out)
     assert rc == 3 and doc["exit_code"] == 3
@@ -94,10 +101,13 @@ def test_status_up_then_down(install_dir, fakeci):
     assert doc["agent"]["mode"] == "stop"        # its last words, still readable
     rc, text = status(install_dir)
     assert rc == 3 and "-> run `devopsAgent start`" in text
+    # The build outlives its agent by design; this test lets it end.
+    go.touch()
+    assert wait_until(lambda: not processes_in(install_dir), timeout=15), processes_in(install_dir)
 
 
 def test_status_server_unreachable(install_dir, fakeci):
-    start_daemon(install_dir, fakeci)
+    d = start_daemon(install_dir, fakeci)
     fakeci.stop()
     rc, out = status(install_dir, "--json")
     doc = json.loads(out)
@@ -107,6 +117,7 @@ def test_status_server_unreachable(install_dir, fakeci):
     assert "firewall" in c["gateway tcp"]["hint"]
     rc, text = status(install_dir)
     assert rc == 5 and "the server is unreachable" in text
+    stop_daemon_and_agent(install_dir, d)
 
 
 @pytest.fixture
