@@ -276,8 +276,9 @@ ops_note_error(const char *what, const char *msg)
 void
 ops_note_agent_status(const char *status)
 {
-	if (status == NULL)
-		return;
+	if (status == NULL || strncmp(O.agent_status, status,
+	    sizeof(O.agent_status) - 1) == 0)
+		return;		/* every answer carries it: only a change writes */
 	snprintf(O.agent_status, sizeof(O.agent_status), "%s", status);
 	ops_dirty();
 }

@@ -52,7 +52,10 @@ void ops_note_ok(enum ops_call c);
 /** A server call failed: what (e.g. "ask") and msg (copied, one line). */
 void ops_note_error(const char *what, const char *msg);
 
-/** The server's agentStatus from a heartbeat (copied; NULL ignored). */
+/**
+ * The server's agentStatus from a heartbeat (copied; NULL ignored). Every
+ * answer carries it; only a change rewrites the state file soon.
+ */
 void ops_note_agent_status(const char *status);
 
 /** Count a build event. */

@@ -14,6 +14,7 @@ import signal
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -117,6 +118,30 @@ def test_status_server_unreachable(install_dir, fakeci):
     assert "firewall" in c["gateway tcp"]["hint"]
     rc, text = status(install_dir)
     assert rc == 5 and "the server is unreachable" in text
+    stop_daemon_and_agent(install_dir, d)
+
+
+def test_state_file_is_not_rewritten_per_ask(install_dir, fakeci):
+    """An idle agent's answers repeat themselves (IMPORT_OK every time): the
+    state file is then rewritten only by its periodic refresh, not on every
+    ask (each rewrite is disk work on an idle machine)."""
+    d = start_daemon(install_dir, fakeci)
+    path = install_dir / "runtime" / "status.json"
+    assert wait_until(lambda: (state(install_dir) or {}).get("agentStatus") == "IMPORT_OK",
+                      timeout=20)
+    time.sleep(1.5)                  # the first successes of each call are written
+    inodes, n0 = {path.stat().st_ino}, len(fakeci.asks())
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        try:
+            inodes.add(path.stat().st_ino)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    asks = len(fakeci.asks()) - n0
+    assert asks >= 4, asks
+    # The refresh (every 10 s) may fall once into these 4 s.
+    assert len(inodes) <= 2, f"{len(inodes) - 1} rewrites during {asks} asks"
     stop_daemon_and_agent(install_dir, d)
 
 
