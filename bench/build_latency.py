@@ -10,8 +10,8 @@ every 5 s, as GoAgent) and a parallel cap of --cap (2). Three figures:
     first IN_OPEN of devops_agent_prepare_start_<...>.sh is execve opening
     it (the agent writes it under a temporary name and renames it, so it
     never opens that name itself). This is the agent's own overhead: the
-    answer's transport and parsing, the journal entry, the error file and
-    the two scripts (each written and fsynced), the build cgroup, the fork
+    answer's transport and parsing, the journal entry (fsynced), the error
+    file and the two scripts (replaced by rename), the build cgroup, the fork
     and the child's set-up (session, cgroup join), execve. Builds are queued
     one at a time (--builds).
 (b) queued -> exec: the same builds, from queue_build() to the exec; each
@@ -213,7 +213,7 @@ def main() -> int:
                     "median", round(med, 1), "ms", anchor="not measured",
                     goal="< 5 ms", met=med < 5,
                     note="server hands the build out -> execve of the prepare script "
-                    "(inotify); journal, error file and scripts written with fsync, "
+                    "(inotify); journal written with fsync, error file and scripts replaced by rename, "
                     "cgroup, fork; " + cond)
     benchlib.figure(BENCH, "claim_to_exec.p95", "Pickup: claim answer to worker exec, p95",
                     round(percentile(claim, 95), 1), "ms", goal="< 5 ms",

@@ -10,7 +10,8 @@ run times a bare `docker run --rm --network host <image>` that starts the
 same python3 the worker stand-in runs on, --builds times, for comparison:
 the difference is what the agent adds (journal, image inspect, create,
 start as separate commands, mounts, the init script). Figures are printed
-(median and p95), never asserted. Needs root and Debian's docker.io.
+(median and p95) and recorded (bench/benchlib.py, bench "docker"), never
+asserted. Needs root and Debian's docker.io.
 
 Usage: bench/docker_pickup.py [--builds 5]
 """
@@ -30,8 +31,11 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 from fakeci.layout import layout_install_dir  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
+import benchlib  # noqa: E402
 from benchlib import percentile  # noqa: E402
 from dockerenv import INIT_SCRIPT, Dockerd  # noqa: E402
+
+BENCH = "docker"
 
 
 def docker_build_request_time(ci, agent_id):
@@ -46,6 +50,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--builds", type=int, default=5)
     args = ap.parse_args()
+    benchlib.reset(BENCH)
 
     engine = Dockerd()
     if not engine.start():
@@ -96,10 +101,21 @@ def main() -> int:
                             "/usr/bin/python3", "-c", "import urllib.request"],
                            env=engine.env(), check=True, capture_output=True, timeout=120)
             bare.append(time.monotonic() - t0)
-        for name, vals in (("claim -> worker running in the container", pickup),
-                           ("bare docker run of the same image", bare)):
-            print(f"{name}: median {statistics.median(vals) * 1000:.0f} ms, "
-                  f"p95 {percentile(vals, 95) * 1000:.0f} ms ({len(vals)} runs)")
+        cond = f"{len(pickup)} builds, private dockerd, the small test image"
+        for key, name, vals, note in (
+                ("claim_to_worker", "claim to worker running in the container", pickup,
+                 "the build handed out -> the worker in the container asks for it; " + cond),
+                ("bare_run", "bare docker run of the same image", bare,
+                 "docker run --rm --network host starting the same python3; the baseline")):
+            benchlib.figure(BENCH, f"{key}.median", f"Container: {name}, median",
+                            round(statistics.median(vals) * 1000), "ms", note=note)
+            benchlib.figure(BENCH, f"{key}.p95", f"Container: {name}, p95",
+                            round(percentile(vals, 95) * 1000), "ms")
+        benchlib.figure(BENCH, "claim_to_worker.ratio",
+                        "Container: pickup against a bare docker run (medians)",
+                        round(statistics.median(pickup) / statistics.median(bare), 2), "x",
+                        note="what the agent adds: journal, image inspect, create and "
+                        "start as separate calls, mounts, the init script")
         return 0
     finally:
         if agent is not None:

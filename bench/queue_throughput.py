@@ -8,7 +8,8 @@ the first RPUSH to the last done message, for devops.queue.parallel 1 and 4.
 The log throughput of a queue task (its output against `cat` through a pipe)
 is measured by bench/throughput.py.
 
-Figures are printed, never asserted.
+Figures are printed and recorded (bench/benchlib.py, bench "queue"), never
+asserted.
 
     usage: queue_throughput.py [-n TASKS]
 The binaries come from bin/ (or $AGENT_BIN_DIR).
@@ -28,6 +29,9 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from fakeci.layout import layout_install_dir, write_properties  # noqa: E402
 from fakeci.server import FakeCI  # noqa: E402
 from redisq import RedisServer  # noqa: E402
+import benchlib  # noqa: E402
+
+BENCH = "queue"
 
 QUEUE = "queue_job_task"
 LOGS = QUEUE + "_logs"
@@ -94,8 +98,14 @@ def bench_noop(root, n, parallel):
         c.pipeline(msgs)
         ok = wait_dones(c, n)
         dt = time.monotonic() - t0
-        print(f"no-op tasks, parallel {parallel}: {n} in {dt:.2f} s = "
-              f"{n / dt:.0f} tasks/s{'' if ok else ' (INCOMPLETE)'}")
+        if not ok:
+            raise SystemExit(f"no-op tasks, parallel {parallel}: not every task "
+                             f"reported done within 600 s")
+        benchlib.figure(BENCH, f"noop.parallel{parallel}",
+                        f"Queue: no-op tasks per second, devops.queue.parallel {parallel}",
+                        round(n / dt), "tasks/s", anchor="no GoAgent equivalent",
+                        note=f"{n} tasks (a script that exits 0) pushed at once; first "
+                        "RPUSH to last done message; private redis-server on loopback")
     finally:
         stop(proc)
         redis.stop()
@@ -106,6 +116,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="no-op tasks (500)")
     a = ap.parse_args()
+    benchlib.reset(BENCH)
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp:
         root = Path(tmp)
         for parallel in (1, 4):

@@ -29,11 +29,12 @@ import benchlib  # noqa: E402
 
 # Table order: the figure order; benches not listed come last.
 ORDER = ["memory", "idle_cost", "server_load", "restart_latency", "pickup",
-         "scale", "throughput", "fleet"]
+         "scale", "throughput", "fleet", "queue", "docker"]
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
 SECTIONS = {"memory": "Memory", "idle_cost": "Idle cost", "server_load": "Server load",
             "restart_latency": "Restart", "pickup": "Pickup", "scale": "Scale",
-            "throughput": "Throughput", "fleet": "Fleet"}
+            "throughput": "Throughput", "fleet": "Fleet", "queue": "Queue",
+            "docker": "Container pickup"}
 
 
 def load(results: Path):
