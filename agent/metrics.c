@@ -44,6 +44,7 @@
 #define WRITE_PATH	EP_METRIX "/write?db=agentMetrix"
 #define PROC_FILE_MAX	((size_t)4 << 20)
 #define MBUF_MIN_SLOTS	64	/* first array; kept when emptied */
+#define METRICS_SLACK_MS 5000	/* a round may run this late (timer_set_slack) */
 
 /* ------------------------------------------------------------ buffer */
 
@@ -1072,6 +1073,9 @@ metrics_start(void)
 	tags.project_id = A.cfg.project_id;
 	tags.host = A.hostname;
 	timer_init(&collect_timer, "metrics", collect_tick, NULL);
+	/* idle cost: a round may wait for the next ask's wakeup (counters
+	 * are cumulative and time-stamped, so a later round loses nothing) */
+	timer_set_slack(&collect_timer, A.fast ? 0 : METRICS_SLACK_MS);
 	/* The first round only primes the cpu counters; soon after start. */
 	timer_set(&collect_timer, A.fast ? 0 : 1000);
 	log_info("metrics collector on: every %lld s to %s", (long long)
