@@ -103,7 +103,7 @@ def bench_noop(root, n, parallel):
                              f"reported done within 600 s")
         benchlib.figure(BENCH, f"noop.parallel{parallel}",
                         f"Queue: no-op tasks per second, devops.queue.parallel {parallel}",
-                        round(n / dt), "tasks/s", anchor="no GoAgent equivalent",
+                        round(n / dt), "tasks/s",
                         note=f"{n} tasks (a script that exits 0) pushed at once; first "
                         "RPUSH to last done message; private redis-server on loopback")
     finally:

@@ -34,7 +34,7 @@ BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
 SECTIONS = {"memory": "Memory", "idle_cost": "Idle cost", "server_load": "Server load",
             "restart_latency": "Restart", "pickup": "Pickup", "scale": "Scale",
             "throughput": "Throughput", "fleet": "Fleet", "queue": "Queue",
-            "docker": "Container pickup"}
+            "docker": "Container"}
 
 
 def load(results: Path):
