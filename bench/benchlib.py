@@ -133,12 +133,13 @@ _REPO = _Path(__file__).resolve().parents[1]
 
 
 def _commit() -> str:
-    """The short commit of the checkout, with "+" when it has changes."""
+    """The short commit of the checkout, with "+" when its code or benches have
+    uncommitted changes (docs/ does not count: the report writes there)."""
     try:
         c = subprocess.run(["git", "-C", str(_REPO), "rev-parse", "--short", "HEAD"],
                            capture_output=True, text=True, timeout=10).stdout.strip()
         d = subprocess.run(["git", "-C", str(_REPO), "status", "--porcelain",
-                            "--untracked-files=no"],
+                            "--untracked-files=no", "--", ".", ":!docs"],
                            capture_output=True, text=True, timeout=10).stdout.strip()
         return (c + "+" if d else c) or "unknown"
     except (OSError, subprocess.SubprocessError):
