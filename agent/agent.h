@@ -364,8 +364,14 @@ void cleanup_build_tmp(void);
 void pipeline_start(void);
 /** 1 when a pipeline item may be taken now (enabled, no task running). */
 int pipeline_wanted(void);
-/** A pending pipeline item (protocol §7.9; data borrowed). */
-void pipeline_handle(const cJSON *data);
+/**
+ * A pending pipeline item (protocol §7.9; data borrowed), from the answer to
+ * a request sent at sent_ms (mono ms). An item whose result the server
+ * acknowledged after sent_ms is not reported again: the request crossed the
+ * report. One served by a later request is reported again (the server lost
+ * it), never run again.
+ */
+void pipeline_handle(const cJSON *data, int64_t sent_ms);
 /** Startup acknowledged: send the queued status updates. */
 void pipeline_kick_reports(void);
 /**

@@ -48,6 +48,18 @@ static struct put *outbox;
 static int put_busy, stopping, start_failed;
 static int64_t put_backoff;
 
+/*
+ * The final results the server acknowledged lately, and when (mono ms): an
+ * answer to a request sent before that still serves the item pending, and
+ * must not make the agent report it again.
+ */
+#define ACKED_MAX	64
+static struct acked {
+	char		*seq_id;
+	int64_t		 at;
+} acked[ACKED_MAX];
+static unsigned int acked_next;
+
 /* ------------------------------------------------------------ outbox */
 
 /* Send the head of the outbox now unless a PUT is in flight. */
@@ -106,10 +118,35 @@ put_pop(void)
 	free(p);
 }
 
+/* Remember that seq_id's final result was acknowledged now (ring). */
+static void
+acked_note(const char *seq_id)
+{
+	struct acked *a = &acked[acked_next++ % ACKED_MAX];
+
+	free(a->seq_id);
+	a->seq_id = xstrdup(seq_id);
+	a->at = mono_ms();
+}
+
+/* Mono ms at which seq_id's final result was acknowledged lately, or -1. */
+static int64_t
+acked_at(const char *seq_id)
+{
+	unsigned int i;
+
+	for (i = 0; i < ACKED_MAX; i++)
+		if (acked[i].seq_id != NULL && strcmp(acked[i].seq_id, seq_id) == 0)
+			return acked[i].at;
+	return -1;
+}
+
 /* The head was delivered (or given up): a final result is marked reported. */
 static void
 put_delivered(const struct put *p)
 {
+	if (p->persisted)
+		acked_note(p->seq_id);
 	if (p->persisted && exec_mark_reported(ex, p->seq_id) == -1) {
 		log_warn("pipeline %s: cannot mark the result reported; it may be "
 		    "reported again after a restart", p->seq_id);
@@ -363,9 +400,10 @@ item_start(const char *seq_id, const char *command)
 	}
 }
 
-/* Handle one pending item (§8 steps 2-8). 1 when a task started. */
+/* Handle one pending item (§8 steps 2-8), served by a request sent at
+ * sent_ms (mono). 1 when a task started. */
 static int
-item_handle(const cJSON *data)
+item_handle(const cJSON *data, int64_t sent_ms)
 {
 	struct pipeline_item pi;
 	enum pipeline_verdict v = pipeline_item_parse(data, &pi);
@@ -391,6 +429,13 @@ item_handle(const cJSON *data)
 		goto out;
 	/* Served again after it ran: report the stored result, never re-run. */
 	if (exec_id_valid(seq_id) && exec_load(ex, seq_id, &res) == 1) {
+		if (res->reported && acked_at(seq_id) >= sent_ms) {
+			/* The request crossed our report: the server has it. */
+			log_info("pipeline %s: served by a request sent before its "
+			    "result was acknowledged; not reported again", seq_id);
+			exec_result_free(res);
+			goto out;
+		}
 		log_warnx("pipeline %s: ran already (%s); reporting its result "
 		    "again instead of running it twice", seq_id,
 		    exec_status_name(res->status));
@@ -421,7 +466,7 @@ pipeline_wanted(void)
 
 /* A pending pipeline item arrived (agent.h). */
 void
-pipeline_handle(const cJSON *data)
+pipeline_handle(const cJSON *data, int64_t sent_ms)
 {
 	if (ex == NULL || stopping) {
 		log_warnx("pipeline: item received while the pipeline executor is "
@@ -432,7 +477,7 @@ pipeline_handle(const cJSON *data)
 		log_warnx("pipeline: fetch: data is not an object; skipped");
 		return;
 	}
-	(void)item_handle(data);
+	(void)item_handle(data, sent_ms);
 }
 
 /* Open the executor and recover its results (agent.h); idempotent. */

@@ -66,6 +66,7 @@ static struct {
 	int		 hb_busy, pull_busy, upgrade_busy, pipeline_busy;
 	int		 hb_carried_exit;
 	int64_t		 status_sent;		/* mono ms of the last GET status */
+	int64_t		 pipeline_sent;		/* mono ms of the last GET pipelines */
 	/* DEVOPS_AGENT_TIMEOUT_EXIT_TIME: consecutive poll timeouts */
 	int		 timeouts;
 } P;
@@ -305,7 +306,7 @@ ask_dispatch(const struct ask_answer *a, int upgrade_asked)
 			    "answer" : NULL);
 	}
 	if (a->part[ASK_PIPELINE] != NULL)
-		pipeline_handle(a->part[ASK_PIPELINE]);
+		pipeline_handle(a->part[ASK_PIPELINE], P.ask_sent);
 	if (a->part[ASK_DEBUG] != NULL)
 		log_warnx("ask: image-debug part ignored (not supported)");
 	return claimed;
@@ -604,7 +605,7 @@ pipeline_done(struct http_result *r, void *arg)
 	if (legacy_envelope("pipeline fetch", r, &env) == -1)
 		return;
 	if (env.data != NULL && !cJSON_IsNull(env.data))
-		pipeline_handle(env.data);
+		pipeline_handle(env.data, P.pipeline_sent);
 	envelope_free(&env);
 }
 
@@ -617,6 +618,7 @@ pipeline_tick(void *arg)
 		timer_set(&P.pipeline_timer, agent_period(P_PIPELINE));
 		return;
 	}
+	P.pipeline_sent = mono_ms();
 	if (http_json("GET", EP_PIPELINES, NULL, pipeline_done, NULL) == -1)
 		timer_set(&P.pipeline_timer, agent_period(P_PIPELINE));
 	else

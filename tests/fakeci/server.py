@@ -40,7 +40,7 @@ AGENT_STATUSES = ("UN_IMPORT", "UN_IMPORT_OK", "IMPORT_OK", "IMPORT_EXCEPTION", 
 BUILD_TYPES = ("ALL", "DOCKER", "BINARY")
 UPGRADE_ITEMS = ("agent", "worker", "jdk", "dockerInitFile")
 FAULT_MODES = ("500", "html", "garbage", "truncated", "wrongtype", "huge",
-               "close", "stall", "down", "json", "redirect")
+               "close", "stall", "late", "down", "json", "redirect")
 # Things /admin/wait and FakeCI.wait_for can count.
 COUNTABLE = ("requests", "finished", "violations", "pipeline_updates",
              "upgrade_finishes", "logs", "metrix", "worker_ends", "pulled", "rate_limited")
@@ -278,7 +278,7 @@ class Fault:
     path_contains: str
     mode: str
     count: int = 1                  # requests to affect; -1 = until cleared
-    seconds: float = 10.0           # "stall" only
+    seconds: float = 10.0           # "stall" and "late" only
     method: str | None = None       # only this HTTP method (default: any)
     variant: str | None = None      # "truncated": honest|close; "wrongtype": data|status
     body: object = None             # "json": the JSON value to answer with
@@ -1294,6 +1294,10 @@ class FakeCI:
         if mode == "stall":
             self._stopping.wait(fault.seconds)
             return self._route(ctx)
+        if mode == "late":
+            reply = self._route(ctx)
+            self._stopping.wait(fault.seconds)
+            return reply
         if mode == "500":
             return Reply.json(_result(status=500, message="fakeci: injected internal error",
                                       data="java.lang.RuntimeException: injected"), 500)

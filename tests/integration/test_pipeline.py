@@ -197,6 +197,43 @@ def test_path_escapes_are_rejected(install_dir, fakeci, tmp_path):
     assert_no_violations(fakeci)
 
 
+def test_answer_crossing_the_report_does_not_report_again(install_dir, fakeci, tmp_path):
+    """The agent dies before the server hears of the task (its EXECUTING is
+    lost), so the server still serves the item after the restart. The
+    restarted agent's first ask reads it pending; the recovered result's
+    report is acknowledged while that answer is on its way. The stale answer
+    must not make the agent report the task again, nor run it again."""
+    runs, go = tmp_path / "runs", tmp_path / "go"
+    fakeci.add_fault("agents/pipelines", "close", count=-1, method="PUT")
+    agent = start_agent(install_dir, fakeci)
+    fakeci.queue_pipeline(f"echo run >> '{runs}'\n"
+                          f"while [ ! -f '{go}' ]; do sleep 0.1; done\necho finished",
+                          seq_id="xseq1")
+    assert wait_until(lambda: runs.exists(), 30)
+    go.touch()
+    assert wait_until(lambda: (result_json(install_dir, "xseq1") or {}).get("done"), 20)
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.proc.wait(10)
+    assert updates_for(fakeci, "xseq1") == []          # the server heard nothing
+    fakeci.clear_faults()
+
+    n_asks = len(fakeci.requests("thirdPartyAgent/ask"))
+    fakeci.add_fault("thirdPartyAgent/ask", "late", seconds=4)
+    fakeci.add_fault("agents/pipelines", "stall", seconds=1.5, method="PUT")
+    agent2 = Agent(install_dir, fast=True).start()
+    final = wait_final(fakeci, agent2, "xseq1")
+    assert final["status"] == "SUCCESS" and final["response"] == "finished\n"
+    late = fakeci.requests("thirdPartyAgent/ask")[n_asks]
+    assert late["fault"] == "late" and late["json"]["askEnable"]["pipeline"], late
+    polls = pipeline_polls(fakeci)
+    assert wait_until(lambda: pipeline_polls(fakeci) >= polls + 4, 30)
+    assert len(finals_for(fakeci, "xseq1")) == 1
+    assert runs.read_text() == "run\n"
+    agent2.wait_for_log(r"pipeline xseq1: served by a request sent before its "
+                        r"result was acknowledged", timeout=1)
+    agent2.stop()
+
+
 def test_restart_between_end_and_put_reports_once(install_dir, fakeci, tmp_path):
     runs, go = tmp_path / "runs", tmp_path / "go"
     agent = start_agent(install_dir, fakeci)
