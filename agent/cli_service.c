@@ -31,6 +31,7 @@
 
 #define SVC_NAME_MAX		256
 #define DAEMON_WAIT_MS		10000
+#define AGENT_WAIT_MS		10000	/* after the daemon runs */
 #define JDK_UNPACK_MAX		(4ULL * 1024 * 1024 * 1024)	/* bytes */
 
 /* The system the service commands act for: "linux" or "darwin". */
@@ -106,16 +107,34 @@ sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Wait up to ms for our daemon to run; its pid or 0. */
+/* Wait up to ms for our process name (binary) to run; its pid or 0. */
 static long
-daemon_wait(int ms)
+live_wait(const char *name, const char *binary, int ms)
 {
 	int64_t end = mono_ms() + ms;
 	long pid;
 
-	while ((pid = cli_live_pid("daemon", "devopsDaemon")) == 0 && mono_ms() < end)
+	while ((pid = cli_live_pid(name, binary)) == 0 && mono_ms() < end)
 		sleep_ms(100);
 	return pid;
+}
+
+/*
+ * After the daemon runs: wait for the agent it starts to hold its lock and
+ * name itself in runtime/agent.pid, so that a `stop` right after this
+ * command finds it (an agent still starting has no pid file yet). Only a
+ * warning when it does not come: the daemon keeps trying.
+ */
+static void
+agent_wait(void)
+{
+	long pid = live_wait("agent", "devopsAgent", AGENT_WAIT_MS);
+
+	if (pid > 0)
+		cli_say("devopsAgent is running (pid %ld)", pid);
+	else
+		cli_warn("devopsAgent is not running after %d s; the daemon keeps "
+		    "starting it; see logs/devopsAgent.log", AGENT_WAIT_MS / 1000);
 }
 
 /* Run a service-manager command; print its output when it fails. 0 or -1. */
@@ -798,9 +817,10 @@ cli_install(const char *workdir, int argc, char **argv)
 	if (rc == -1)
 		return 1;
 	install_type_write(mode);
-	if ((pid = daemon_wait(DAEMON_WAIT_MS)) > 0)
+	if ((pid = live_wait("daemon", "devopsDaemon", DAEMON_WAIT_MS)) > 0) {
 		cli_say("devopsDaemon is running (pid %ld)", pid);
-	else
+		agent_wait();
+	} else
 		cli_warn("devopsDaemon is not running yet; see logs/devopsDaemon.log");
 	cli_say("Install complete");
 	return 0;
@@ -854,8 +874,9 @@ cli_start(const char *workdir)
 			return 1;
 		how = xstrdup("direct");
 	}
-	if ((pid = daemon_wait(DAEMON_WAIT_MS)) > 0) {
+	if ((pid = live_wait("daemon", "devopsDaemon", DAEMON_WAIT_MS)) > 0) {
 		cli_say("devopsDaemon started (pid %ld, %s)", pid, how);
+		agent_wait();
 		rc = 0;
 	} else {
 		cli_error("devopsDaemon did not start; see %s/logs/devopsDaemon.log", workdir);

@@ -380,13 +380,17 @@ class FakeCI:
         return self
 
     def stop(self) -> None:
-        """Stop serving and drop open connections (state is kept)."""
+        """Stop serving and drop open connections (state is kept). Waits (up to
+        5 s) for the requests being handled to end, so that none sent before
+        stop() is handled after it returns (a test that kills an agent while
+        the server is away relies on it)."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.close_all_connections()
+            self._httpd.wait_idle(5.0)
             self._httpd.server_close()
             self._httpd = None
         if self._thread is not None:
@@ -1707,6 +1711,16 @@ class _Server(ThreadingHTTPServer):
     def track(self, conn, add: bool) -> None:
         with self._conns_lock:
             (self._conns.add if add else self._conns.discard)(conn)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no connection is being handled, False after timeout s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._conns_lock:
+                if not self._conns:
+                    return True
+            time.sleep(0.01)
+        return False
 
     def close_all_connections(self) -> None:
         with self._conns_lock:

@@ -9,6 +9,7 @@ server's agent.zip (cli_box.py), with PATH shims for the service managers.
 import json
 import os
 import plistlib
+import re
 import signal
 import subprocess
 
@@ -309,6 +310,19 @@ def test_env_snapshot_format_and_user_lines_kept(box):
     box.cli("start", env={"JAVA_HOME": "/opt/jdk2"})
     text = (box.inst / ".env").read_text()
     assert "MY_TOOL_HOME=/opt/tool\n" in text and "JAVA_HOME=/opt/jdk2\n" in text
+
+
+def test_stop_right_after_start_leaves_nothing(box):
+    """`install` and `start` return once the agent itself runs (not only the
+    daemon), so a `stop` right after them finds and stops it: an agent still
+    starting has no pid file yet, and a `stop` then used to miss it."""
+    for cmd in (("install", "direct"), ("start",)):
+        out = box.cli(*cmd).stdout
+        m = re.search(r"devopsAgent is running \(pid (\d+)\)", out)
+        assert m, out
+        assert int(m.group(1)) == box.agent()
+        box.cli("stop")
+        assert_stopped(box)
 
 
 def java_env(box):

@@ -214,8 +214,10 @@ def test_answer_crossing_the_report_does_not_report_again(install_dir, fakeci, t
     assert wait_until(lambda: (result_json(install_dir, "xseq1") or {}).get("done"), 20)
     os.kill(agent.pid, signal.SIGKILL)
     agent.proc.wait(10)
+    fakeci.stop()        # the dead agent's requests in progress end dropped
     assert updates_for(fakeci, "xseq1") == []          # the server heard nothing
     fakeci.clear_faults()
+    fakeci.start()
 
     n_asks = len(fakeci.requests("thirdPartyAgent/ask"))
     fakeci.add_fault("thirdPartyAgent/ask", "late", seconds=4)
@@ -242,14 +244,15 @@ def test_restart_between_end_and_put_reports_once(install_dir, fakeci, tmp_path)
                           seq_id="rseq1")
     assert fakeci.wait_until(lambda: updates_for(fakeci, "rseq1"), timeout=30)
     assert wait_until(lambda: runs.exists(), 10)
-    # The server goes away, the task ends, the agent dies before any PUT lands.
-    fakeci.set_down(True)
+    # The server goes away (connections refused: no request of this agent can
+    # be handled later), the task ends, the agent dies before any PUT lands.
+    fakeci.stop()
     go.touch()
     assert wait_until(lambda: (result_json(install_dir, "rseq1") or {}).get("done"), 20)
     os.kill(agent.pid, signal.SIGKILL)
     agent.proc.wait(10)
     assert finals_for(fakeci, "rseq1") == []
-    fakeci.set_down(False)
+    fakeci.start()
 
     agent2 = Agent(install_dir, fast=True).start()
     final = wait_final(fakeci, agent2, "rseq1")
