@@ -92,12 +92,7 @@ def start_daemon(install: str, timeout: float = 15.0):
 def stop_daemon(daemon: subprocess.Popen, install: str) -> None:
     """SIGTERM the daemon (SIGKILL of its session after 10 s), then the agent
     of install if it still runs, waiting up to 10 s for it to exit."""
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        daemon.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(daemon.pid, signal.SIGKILL)
-        daemon.wait(5)
+    stop_agent(daemon)
     agent = read_pid(install, "agent")
     if agent and alive(agent):
         try:
@@ -110,7 +105,8 @@ def stop_daemon(daemon: subprocess.Popen, install: str) -> None:
 
 
 def stop_agent(p: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL its session after 10 s."""
+    """SIGTERM p (an agent or a daemon we started), then SIGKILL its session
+    after 10 s."""
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
         try:
